@@ -1,0 +1,128 @@
+//! `stacklessuv._uv`: the hub (a libuv loop per OS thread), Stackless tasklets and
+//! channels on greenlet, and the libuv handle kinds the Python package builds on.
+
+mod channel;
+mod greenlet;
+mod handles;
+mod hub;
+mod tasklet;
+mod thread_result;
+
+use hub::Hub;
+use pyo3::prelude::*;
+use tasklet::Tasklet;
+
+/// schedule(retval=None): yield to the other runnable tasklets; returns retval (or the
+/// current tasklet, as Stackless does, when none is given).
+#[pyfunction]
+#[pyo3(signature = (retval=None))]
+fn schedule(py: Python<'_>, retval: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    let hub = Hub::get(py)?;
+    hub.schedule(py, false)?;
+    retval.map_or_else(|| hub.current_tasklet(py).map(Py::into_any), Ok)
+}
+
+/// schedule_remove(retval=None): like schedule(), but the caller is paused, not requeued.
+#[pyfunction]
+#[pyo3(signature = (retval=None))]
+fn schedule_remove(py: Python<'_>, retval: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    let hub = Hub::get(py)?;
+    hub.schedule(py, true)?;
+    retval.map_or_else(|| hub.current_tasklet(py).map(Py::into_any), Ok)
+}
+
+/// run(): run the other tasklets until none is runnable and nothing waits on I/O,
+/// timers or threads. Tasklets blocked only on channels do not keep it running.
+#[pyfunction]
+fn run(py: Python<'_>) -> PyResult<()> {
+    Hub::get(py)?.run(py)
+}
+
+#[pyfunction]
+fn getcurrent(py: Python<'_>) -> PyResult<Py<Tasklet>> {
+    Hub::get(py)?.current_tasklet(py)
+}
+
+#[pyfunction]
+fn getmain(py: Python<'_>) -> PyResult<Py<Tasklet>> {
+    Ok(Hub::get(py)?.main(py))
+}
+
+/// Runnable tasklets, the current one included.
+#[pyfunction]
+fn getruncount(py: Python<'_>) -> PyResult<usize> {
+    Ok(Hub::get(py)?.run_queue_len() + 1)
+}
+
+/// sleep(seconds): park the current tasklet on a libuv timer; sleep(0) is schedule().
+#[pyfunction]
+fn sleep(py: Python<'_>, seconds: f64) -> PyResult<()> {
+    Hub::get(py)?.sleep(py, seconds)
+}
+
+/// wait_fd(fd, readable=True, writable=False): park the current tasklet until the raw
+/// fd is ready (through a libuv poll handle); returns (readable, writable).
+#[pyfunction]
+#[pyo3(signature = (fd, readable=true, writable=false))]
+fn wait_fd(py: Python<'_>, fd: i32, readable: bool, writable: bool) -> PyResult<(bool, bool)> {
+    use handles::poll::{READABLE, WRITABLE};
+    let events = if readable { READABLE } else { 0 } | if writable { WRITABLE } else { 0 };
+    if events == 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err("wait for readable, writable or both"));
+    }
+    let ready = Hub::get(py)?.wait_fd(py, fd, events)?;
+    Ok((ready & READABLE != 0, ready & WRITABLE != 0))
+}
+
+/// set_schedule_callback(callable or None): callable(prev, next) runs on every switch
+/// (next is None when prev finished). Returns the previous callback.
+#[pyfunction]
+fn set_schedule_callback(py: Python<'_>, callback: Option<Py<PyAny>>) -> PyResult<Option<Py<PyAny>>> {
+    Ok(Hub::get(py)?.set_schedule_callback(callback.filter(|c| !c.is_none(py))))
+}
+
+#[pyfunction]
+fn get_schedule_callback(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+    Ok(Hub::get(py)?.schedule_callback(py))
+}
+
+/// Registered with os.register_at_fork: gives a forked child a working hub.
+#[pyfunction]
+fn _after_fork_in_child(py: Python<'_>) -> PyResult<()> {
+    match Hub::existing() {
+        Some(hub) => hub.after_fork_in_child(py),
+        None => Ok(()),
+    }
+}
+
+/// Whether the calling thread's libuv loop has referenced handles or requests: what
+/// keeps run() going besides runnable tasklets.
+#[pyfunction]
+fn _loop_alive(py: Python<'_>) -> PyResult<bool> {
+    Ok(Hub::get(py)?.uv_loop().alive())
+}
+
+#[pymodule(gil_used = true)]
+fn _uv(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Tasklet>()?;
+    m.add_class::<channel::Channel>()?;
+    m.add_class::<tasklet::Bomb>()?;
+    m.add_class::<thread_result::ThreadResult>()?;
+    m.add("TaskletExit", py.get_type::<tasklet::TaskletExit>())?;
+    m.add_function(wrap_pyfunction!(schedule, m)?)?;
+    m.add_function(wrap_pyfunction!(schedule_remove, m)?)?;
+    m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(getcurrent, m)?)?;
+    m.add_function(wrap_pyfunction!(getmain, m)?)?;
+    m.add_function(wrap_pyfunction!(getruncount, m)?)?;
+    m.add_function(wrap_pyfunction!(sleep, m)?)?;
+    m.add_function(wrap_pyfunction!(wait_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(set_schedule_callback, m)?)?;
+    m.add_function(wrap_pyfunction!(get_schedule_callback, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(_loop_alive, m)?)?;
+    m.add_function(wrap_pyfunction!(hub::_hub_main, m)?)?;
+    m.add_function(wrap_pyfunction!(tasklet::_tasklet_main, m)?)?;
+    Ok(())
+}

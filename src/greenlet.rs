@@ -131,3 +131,36 @@ pub fn is_greenlet_exit(py: Python<'_>, err: &PyErr) -> bool {
     let exit = unsafe { Bound::from_borrowed_ptr(py, api().exc_exit) };
     err.get_type(py).is_subclass(&exit).unwrap_or(false)
 }
+
+/// Benchmark support: `n` round trips between the calling greenlet and a partner
+/// greenlet, switching through the C API (`capi`) or through `g.switch` looked up and
+/// called as Python does. Both partners run Rust code, so only the switch path differs.
+#[pyfunction]
+pub(crate) fn _switch_bench(py: Python<'_>, n: usize, capi: bool) -> PyResult<()> {
+    init(py)?;
+    let me = current(py)?;
+    let partner_run = wrap_pyfunction!(_switch_bench_partner, py)?;
+    let partner = new(py, partner_run.as_any(), &me)?;
+    let args = pyo3::types::PyTuple::new(py, [me.clone().into_any(), n.into_pyobject(py)?.into_any(), pyo3::types::PyBool::new(py, capi).to_owned().into_any()])?;
+    switch(py, &partner, Some(args.as_any()))?;
+    for _ in 0..n {
+        if capi {
+            switch(py, &partner, None)?;
+        } else {
+            partner.call_method0("switch")?;
+        }
+    }
+    Ok(())
+}
+
+#[pyfunction]
+fn _switch_bench_partner(py: Python<'_>, back: Bound<'_, PyAny>, n: usize, capi: bool) -> PyResult<()> {
+    for _ in 0..n {
+        if capi {
+            switch(py, &back, None)?;
+        } else {
+            back.call_method0("switch")?;
+        }
+    }
+    Ok(())
+}

@@ -359,6 +359,10 @@ impl Hub {
         Ok(())
     }
 
+    fn switch_to_hub(&self, py: Python<'_>) -> PyResult<()> {
+        greenlet::switch(py, self.hub_greenlet.bind(py), None).map(|_| ())
+    }
+
     /// Suspends `me` (the current tasklet, whose `place` the caller has already set) and
     /// runs `first`, or else the next runnable tasklet, or else the hub. Returns what
     /// `me` was handed when it is resumed, or raises what was thrown into it.
@@ -379,8 +383,16 @@ impl Hub {
                     *self.current.borrow_mut() = n;
                     Ok(())
                 }
-                Some(n) => self.switch_to(py, n),
-                None => greenlet::switch(py, self.hub_greenlet.bind(py), None).map(|_| ()),
+                Some(n) if n.get().started.get() => self.switch_to(py, n),
+                Some(n) => {
+                    // A new greenlet inherits the Python recursion depth of the greenlet
+                    // that starts it; the hub's stack is shallow, tasklet stacks may not be.
+                    n.get().place.set(Place::Queued);
+                    self.run_queue.borrow_mut().push_front(n);
+                    self.poll_budget.set(self.poll_budget.get() + 1);
+                    self.switch_to_hub(py)
+                }
+                None => self.switch_to_hub(py),
             };
             if let Err(e) = step {
                 break Err(e);

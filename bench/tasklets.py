@@ -114,7 +114,7 @@ def measure(bench):
 def run_case(name, seconds):
     code = HARNESS.format(seconds=seconds) + textwrap.dedent(CASES[name])
     code += "\nprint(json.dumps(rate))\n"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     if out.returncode != 0:
         return None, out.stderr.strip().splitlines()[-1:]
     return json.loads(out.stdout), None
@@ -149,11 +149,16 @@ def main():
         print(f"{name:28} {fmt(rate):>12}")
     print()
     print("channel ping-pong, stacklessuv / gevent:       ", ratio("uv_channel", "gevent_channel"))
-    print("switch cost, schedule() / raw greenlet switch: ",
-          ratio("raw_greenlet_switch", "uv_schedule"), "(cost ratio; target <= 1.5x)")
+    print(
+        "switch cost, schedule() / raw greenlet switch: ",
+        ratio("raw_greenlet_switch", "uv_schedule"),
+        "(cost ratio; target <= 1.5x)",
+    )
     print("sleep(0) rounds, stacklessuv / gevent:         ", ratio("uv_sleep0", "gevent_sleep0"))
-    print("greenlet C API / Python g.switch():            ",
-          ratio("greenlet_capi", "greenlet_python_switch"))
+    print(
+        "greenlet C API / Python g.switch():            ",
+        ratio("greenlet_capi", "greenlet_python_switch"),
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 //! woken side is appended to the run queue).
 
 use crate::hub::Hub;
-use crate::tasklet::{Bomb, Place, Tasklet, explode};
+use crate::tasklet::{explode, Bomb, Place, Tasklet};
 use pyo3::exceptions::{PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -15,7 +15,13 @@ use std::collections::VecDeque;
 const SEND: i32 = 1;
 const RECEIVE: i32 = -1;
 
-#[pyclass(module = "stacklessuv._uv", name = "channel", subclass, frozen, weakref)]
+#[pyclass(
+    module = "stacklessuv._uv",
+    name = "channel",
+    subclass,
+    frozen,
+    weakref
+)]
 pub struct Channel {
     queue: RefCell<VecDeque<Py<Tasklet>>>,
     balance: Cell<isize>,
@@ -33,7 +39,8 @@ impl Channel {
         let mut q = self.queue.borrow_mut();
         if let Some(i) = q.iter().position(|w| w.is(t)) {
             q.remove(i);
-            self.balance.set(self.balance.get() - self.balance.get().signum());
+            self.balance
+                .set(self.balance.get() - self.balance.get().signum());
             hub.note_channel_waiter(-1);
         }
         t.get().channel.borrow_mut().take();
@@ -50,10 +57,18 @@ impl Channel {
         let hub = Hub::get(py)?;
         let me = hub.current_tasklet(py)?;
         let balance = ch.balance.get();
-        let partner_waiting = if dir == SEND { balance < 0 } else { balance > 0 };
+        let partner_waiting = if dir == SEND {
+            balance < 0
+        } else {
+            balance > 0
+        };
 
         if partner_waiting {
-            let target = ch.queue.borrow_mut().pop_front().expect("balance says a tasklet waits");
+            let target = ch
+                .queue
+                .borrow_mut()
+                .pop_front()
+                .expect("balance says a tasklet waits");
             ch.balance.set(balance + dir as isize);
             hub.note_channel_waiter(-1);
             let t = target.get();
@@ -70,11 +85,17 @@ impl Channel {
             } else {
                 hub.enqueue(py, &target);
             }
-            return if dir == RECEIVE { explode(py, received) } else { Ok(received) };
+            return if dir == RECEIVE {
+                explode(py, received)
+            } else {
+                Ok(received)
+            };
         }
 
         if ch.closing.get() {
-            return Err(PyValueError::new_err("Send/receive operation on a closed channel"));
+            return Err(PyValueError::new_err(
+                "Send/receive operation on a closed channel",
+            ));
         }
         let t = me.get();
         if dir == SEND {
@@ -86,7 +107,11 @@ impl Channel {
         ch.balance.set(balance + dir as isize);
         hub.note_channel_waiter(1);
         let got = hub.park(py, &me, None)?;
-        if dir == RECEIVE { explode(py, got) } else { Ok(py.None()) }
+        if dir == RECEIVE {
+            explode(py, got)
+        } else {
+            Ok(py.None())
+        }
     }
 }
 
@@ -131,7 +156,10 @@ impl Channel {
     ) -> PyResult<()> {
         let py = slf.py();
         let val = val.unwrap_or_else(|| py.None());
-        let bomb = Bound::new(py, Bomb::from_parts(py, exc, val, tb.unwrap_or_else(|| py.None())))?;
+        let bomb = Bound::new(
+            py,
+            Bomb::from_parts(py, exc, val, tb.unwrap_or_else(|| py.None())),
+        )?;
         Self::action(slf, SEND, Some(bomb.into_any().unbind())).map(|_| ())
     }
 
@@ -213,7 +241,13 @@ impl Channel {
             slf.as_ptr() as usize,
             ch.balance.get(),
             ch.preference.get(),
-            if ch.is_closed() { " closed" } else if ch.closing.get() { " closing" } else { "" }
+            if ch.is_closed() {
+                " closed"
+            } else if ch.closing.get() {
+                " closing"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -57,7 +57,9 @@ pub fn init(py: Python<'_>) -> PyResult<()> {
 }
 
 fn api() -> &'static CApi {
-    API.get().expect("greenlet API used before greenlet::init").0
+    API.get()
+        .expect("greenlet API used before greenlet::init")
+        .0
 }
 
 /// The greenlet running now on this thread.
@@ -88,7 +90,11 @@ pub fn switch<'py>(
 }
 
 /// `g.throw(err)`: raises `err` inside `g` at the point where it is suspended.
-pub fn throw<'py>(py: Python<'py>, g: &Bound<'py, PyAny>, err: PyErr) -> PyResult<Bound<'py, PyAny>> {
+pub fn throw<'py>(
+    py: Python<'py>,
+    g: &Bound<'py, PyAny>,
+    err: PyErr,
+) -> PyResult<Bound<'py, PyAny>> {
     let value = err.into_value(py).into_bound(py);
     let typ = value.get_type();
     let tb = value.getattr("__traceback__")?;
@@ -141,7 +147,14 @@ pub(crate) fn _switch_bench(py: Python<'_>, n: usize, capi: bool) -> PyResult<()
     let me = current(py)?;
     let partner_run = wrap_pyfunction!(_switch_bench_partner, py)?;
     let partner = new(py, partner_run.as_any(), &me)?;
-    let args = pyo3::types::PyTuple::new(py, [me.clone().into_any(), n.into_pyobject(py)?.into_any(), pyo3::types::PyBool::new(py, capi).to_owned().into_any()])?;
+    let args = pyo3::types::PyTuple::new(
+        py,
+        [
+            me.clone().into_any(),
+            n.into_pyobject(py)?.into_any(),
+            pyo3::types::PyBool::new(py, capi).to_owned().into_any(),
+        ],
+    )?;
     switch(py, &partner, Some(args.as_any()))?;
     for _ in 0..n {
         if capi {
@@ -154,7 +167,12 @@ pub(crate) fn _switch_bench(py: Python<'_>, n: usize, capi: bool) -> PyResult<()
 }
 
 #[pyfunction]
-fn _switch_bench_partner(py: Python<'_>, back: Bound<'_, PyAny>, n: usize, capi: bool) -> PyResult<()> {
+fn _switch_bench_partner(
+    py: Python<'_>,
+    back: Bound<'_, PyAny>,
+    n: usize,
+    capi: bool,
+) -> PyResult<()> {
     for _ in 0..n {
         if capi {
             switch(py, &back, None)?;

@@ -18,8 +18,8 @@ use pyo3::types::{PyDict, PyTuple};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::os::raw::c_int;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 pub struct Hub {
     id: usize,
@@ -105,7 +105,10 @@ impl Hub {
             main.clone_ref(py)
         } else {
             main.get().place.set(Place::Paused);
-            let t = Py::new(py, Tasklet::for_greenlet(id, running.clone().unbind(), false))?;
+            let t = Py::new(
+                py,
+                Tasklet::for_greenlet(id, running.clone().unbind(), false),
+            )?;
             by_greenlet.insert(running.as_ptr() as usize, t.clone_ref(py));
             t
         };
@@ -219,7 +222,10 @@ impl Hub {
                         !greenlet::is_started(g) || greenlet::is_active(g)
                     })
                 });
-                let t = Py::new(py, Tasklet::for_greenlet(self.id, g.clone().unbind(), false))?;
+                let t = Py::new(
+                    py,
+                    Tasklet::for_greenlet(self.id, g.clone().unbind(), false),
+                )?;
                 self.by_greenlet.borrow_mut().insert(key, t.clone_ref(py));
                 t
             }
@@ -230,7 +236,9 @@ impl Hub {
     }
 
     pub(crate) fn remember(&self, py: Python<'_>, g: &Bound<'_, PyAny>, t: &Py<Tasklet>) {
-        self.by_greenlet.borrow_mut().insert(g.as_ptr() as usize, t.clone_ref(py));
+        self.by_greenlet
+            .borrow_mut()
+            .insert(g.as_ptr() as usize, t.clone_ref(py));
     }
 
     pub(crate) fn forget(&self, py: Python<'_>, t: &Py<Tasklet>) {
@@ -302,7 +310,8 @@ impl Hub {
     }
 
     pub(crate) fn note_channel_waiter(&self, delta: isize) {
-        self.channel_waiters.set(self.channel_waiters.get().saturating_add_signed(delta));
+        self.channel_waiters
+            .set(self.channel_waiters.get().saturating_add_signed(delta));
     }
 
     pub fn run_queue_len(&self) -> usize {
@@ -319,7 +328,8 @@ impl Hub {
         }
         let next = self.run_queue.borrow_mut().pop_front();
         if next.is_some() {
-            self.poll_budget.set(self.poll_budget.get().saturating_sub(1));
+            self.poll_budget
+                .set(self.poll_budget.get().saturating_sub(1));
         }
         next
     }
@@ -454,7 +464,9 @@ impl Hub {
     pub fn run(&self, py: Python<'_>) -> PyResult<()> {
         let me = self.current_tasklet(py)?;
         if !me.get().is_main {
-            return Err(PyRuntimeError::new_err("run() must be called from the main tasklet"));
+            return Err(PyRuntimeError::new_err(
+                "run() must be called from the main tasklet",
+            ));
         }
         me.get().place.set(Place::RunWait);
         self.park(py, &me, None).map(|_| ())
@@ -519,7 +531,9 @@ impl Hub {
 
     /// Parks `me` until another thread posts `id` to the inbox (or an exception arrives).
     pub fn wait_for_thread(&self, py: Python<'_>, me: &Py<Tasklet>, id: u64) -> PyResult<()> {
-        self.thread_waiters.borrow_mut().insert(id, me.clone_ref(py));
+        self.thread_waiters
+            .borrow_mut()
+            .insert(id, me.clone_ref(py));
         self.async_wakeup.add_waiter();
         me.get().place.set(Place::HubWait);
         let result = self.park(py, me, None);
@@ -529,7 +543,11 @@ impl Hub {
     }
 
     pub(crate) fn wake_thread_waiter(&self, py: Python<'_>, id: u64) {
-        let t = self.thread_waiters.borrow().get(&id).map(|t| t.clone_ref(py));
+        let t = self
+            .thread_waiters
+            .borrow()
+            .get(&id)
+            .map(|t| t.clone_ref(py));
         if let Some(t) = t {
             self.wake(py, &t, None);
         }
@@ -540,7 +558,10 @@ impl Hub {
     }
 
     pub fn schedule_callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.schedule_callback.borrow().as_ref().map(|c| c.clone_ref(py))
+        self.schedule_callback
+            .borrow()
+            .as_ref()
+            .map(|c| c.clone_ref(py))
     }
 
     fn call_schedule_callback(
@@ -549,7 +570,11 @@ impl Hub {
         prev: Option<Py<Tasklet>>,
         next: Option<Py<Tasklet>>,
     ) {
-        let cb = self.schedule_callback.borrow().as_ref().map(|c| c.clone_ref(py));
+        let cb = self
+            .schedule_callback
+            .borrow()
+            .as_ref()
+            .map(|c| c.clone_ref(py));
         if let Some(cb) = cb {
             if let Err(e) = cb.call1(py, (prev, next)) {
                 e.write_unraisable(py, Some(cb.bind(py)));
@@ -616,7 +641,9 @@ impl Hub {
                     .as_ref()
                     .map_or_else(|| "a channel".to_string(), |c| c.bind(py).get().describe())
             }
-            Place::Paused => "nothing: it is paused (schedule_remove() or a raw greenlet switch)".into(),
+            Place::Paused => {
+                "nothing: it is paused (schedule_remove() or a raw greenlet switch)".into()
+            }
             Place::HubWait => "the hub, but no handle is left that could wake it".into(),
             _ => "nothing".into(),
         };

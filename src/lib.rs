@@ -68,7 +68,9 @@ fn wait_fd(py: Python<'_>, fd: i32, readable: bool, writable: bool) -> PyResult<
     use handles::poll::{READABLE, WRITABLE};
     let events = if readable { READABLE } else { 0 } | if writable { WRITABLE } else { 0 };
     if events == 0 {
-        return Err(pyo3::exceptions::PyValueError::new_err("wait for readable, writable or both"));
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "wait for readable, writable or both",
+        ));
     }
     let ready = Hub::get(py)?.wait_fd(py, fd, events)?;
     Ok((ready & READABLE != 0, ready & WRITABLE != 0))
@@ -77,7 +79,10 @@ fn wait_fd(py: Python<'_>, fd: i32, readable: bool, writable: bool) -> PyResult<
 /// set_schedule_callback(callable or None): callable(prev, next) runs on every switch
 /// (next is None when prev finished). Returns the previous callback.
 #[pyfunction]
-fn set_schedule_callback(py: Python<'_>, callback: Option<Py<PyAny>>) -> PyResult<Option<Py<PyAny>>> {
+fn set_schedule_callback(
+    py: Python<'_>,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<Option<Py<PyAny>>> {
     Ok(Hub::get(py)?.set_schedule_callback(callback.filter(|c| !c.is_none(py))))
 }
 

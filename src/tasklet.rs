@@ -34,7 +34,13 @@ pub enum Place {
     Dead,
 }
 
-#[pyclass(module = "stacklessuv._uv", name = "tasklet", subclass, frozen, weakref)]
+#[pyclass(
+    module = "stacklessuv._uv",
+    name = "tasklet",
+    subclass,
+    frozen,
+    weakref
+)]
 pub struct Tasklet {
     pub(crate) greenlet: RefCell<Option<Py<PyAny>>>,
     func: RefCell<Option<Py<PyAny>>>,
@@ -94,7 +100,10 @@ impl Tasklet {
     }
 
     pub(crate) fn greenlet_is(&self, g: &Bound<'_, PyAny>) -> bool {
-        self.greenlet.borrow().as_ref().is_some_and(|mine| mine.is(g))
+        self.greenlet
+            .borrow()
+            .as_ref()
+            .is_some_and(|mine| mine.is(g))
     }
 
     /// What a parked tasklet gets on resume: the pending exception, else the handed value.
@@ -102,7 +111,11 @@ impl Tasklet {
         if let Some(err) = self.pending.borrow_mut().take() {
             return Err(err);
         }
-        Ok(self.tempval.borrow_mut().take().unwrap_or_else(|| py.None()))
+        Ok(self
+            .tempval
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| py.None()))
     }
 
     pub(crate) fn is_blocked(&self) -> bool {
@@ -113,7 +126,9 @@ impl Tasklet {
     fn own_hub(&self, py: Python<'_>) -> PyResult<&'static Hub> {
         let hub = Hub::get(py)?;
         if hub.id() != self.hub_id {
-            return Err(PyRuntimeError::new_err("the tasklet belongs to another thread"));
+            return Err(PyRuntimeError::new_err(
+                "the tasklet belongs to another thread",
+            ));
         }
         Ok(hub)
     }
@@ -128,7 +143,9 @@ impl Tasklet {
         let kwargs = self.kwargs.borrow_mut().take();
         let Some(func) = func else { return Ok(()) };
         let args = args.map_or_else(|| PyTuple::empty(py), |a| a.into_bound(py));
-        func.bind(py).call(args, kwargs.as_ref().map(|k| k.bind(py))).map(|_| ())
+        func.bind(py)
+            .call(args, kwargs.as_ref().map(|k| k.bind(py)))
+            .map(|_| ())
     }
 
     /// Drops everything a finished tasklet held.
@@ -170,7 +187,9 @@ impl Tasklet {
             if is_kill {
                 return Ok(());
             }
-            return Err(PyRuntimeError::new_err("You cannot throw to a dead tasklet"));
+            return Err(PyRuntimeError::new_err(
+                "You cannot throw to a dead tasklet",
+            ));
         }
         if !t.started.get() && is_kill {
             // Never ran: nothing to unwind, it simply ends.
@@ -183,7 +202,8 @@ impl Tasklet {
         if pending {
             return Ok(());
         }
-        hub.run_now(py, &me, slf.as_unbound().clone_ref(py)).map(|_| ())
+        hub.run_now(py, &me, slf.as_unbound().clone_ref(py))
+            .map(|_| ())
     }
 }
 
@@ -223,10 +243,14 @@ impl Tasklet {
         let t = slf.get();
         let hub = t.own_hub(py)?;
         if t.is_main || (t.started.get() && t.place.get() != Place::Dead) {
-            return Err(PyRuntimeError::new_err("You cannot bind a tasklet that is running"));
+            return Err(PyRuntimeError::new_err(
+                "You cannot bind a tasklet that is running",
+            ));
         }
         if t.place.get() == Place::Queued {
-            return Err(PyRuntimeError::new_err("You cannot bind a scheduled tasklet"));
+            return Err(PyRuntimeError::new_err(
+                "You cannot bind a scheduled tasklet",
+            ));
         }
         if func.is_none() && args.is_none() && kwargs.is_none() {
             t.mark_dead();
@@ -294,7 +318,9 @@ impl Tasklet {
         let t = slf.get();
         let hub = t.own_hub(py)?;
         if t.is_blocked() {
-            return Err(PyRuntimeError::new_err("You cannot remove a blocked tasklet."));
+            return Err(PyRuntimeError::new_err(
+                "You cannot remove a blocked tasklet.",
+            ));
         }
         match t.place.get() {
             Place::Queued => {
@@ -319,7 +345,8 @@ impl Tasklet {
         if me.is(slf) {
             return Ok(());
         }
-        hub.run_now(py, &me, slf.as_unbound().clone_ref(py)).map(|_| ())
+        hub.run_now(py, &me, slf.as_unbound().clone_ref(py))
+            .map(|_| ())
     }
 
     /// Run this tasklet now; the caller is paused (not scheduled) until someone resumes it.
@@ -334,7 +361,8 @@ impl Tasklet {
         }
         hub.unlink(py, slf.as_unbound());
         me.get().place.set(Place::Paused);
-        hub.park(py, &me, Some(slf.as_unbound().clone_ref(py))).map(|_| ())
+        hub.park(py, &me, Some(slf.as_unbound().clone_ref(py)))
+            .map(|_| ())
     }
 
     /// Raise TaskletExit in the tasklet; with pending=True it only becomes runnable.
@@ -427,7 +455,10 @@ impl Tasklet {
 
     #[getter]
     fn tempval(&self, py: Python<'_>) -> Py<PyAny> {
-        self.tempval.borrow().as_ref().map_or_else(|| py.None(), |v| v.clone_ref(py))
+        self.tempval
+            .borrow()
+            .as_ref()
+            .map_or_else(|| py.None(), |v| v.clone_ref(py))
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> String {
@@ -446,7 +477,11 @@ impl Tasklet {
             Place::RunWait => "in run()",
             Place::Dead => "dead",
         });
-        format!("<stacklessuv.tasklet at {:#x} {}>", slf.as_ptr() as usize, flags.join(", "))
+        format!(
+            "<stacklessuv.tasklet at {:#x} {}>",
+            slf.as_ptr() as usize,
+            flags.join(", ")
+        )
     }
 }
 
@@ -463,7 +498,9 @@ fn check_runnable(t: &Tasklet) -> PyResult<()> {
         return Err(PyRuntimeError::new_err("You cannot run a blocked tasklet"));
     }
     if !t.alive.get() {
-        return Err(PyRuntimeError::new_err("You cannot run an unbound or dead tasklet"));
+        return Err(PyRuntimeError::new_err(
+            "You cannot run an unbound or dead tasklet",
+        ));
     }
     Ok(())
 }
@@ -471,7 +508,9 @@ fn check_runnable(t: &Tasklet) -> PyResult<()> {
 fn to_tuple(args: Option<Bound<'_, PyAny>>) -> PyResult<Option<Py<PyTuple>>> {
     match args {
         None => Ok(None),
-        Some(a) => Ok(Some(PyTuple::new(a.py(), a.try_iter()?.collect::<PyResult<Vec<_>>>()?)?.unbind())),
+        Some(a) => Ok(Some(
+            PyTuple::new(a.py(), a.try_iter()?.collect::<PyResult<Vec<_>>>()?)?.unbind(),
+        )),
     }
 }
 
@@ -484,7 +523,9 @@ pub(crate) fn make_error(
     let py = exc.py();
     let instance = if let Ok(cls) = exc.cast::<PyType>() {
         if !cls.is_subclass_of::<pyo3::exceptions::PyBaseException>()? {
-            return Err(PyTypeError::new_err("exceptions must derive from BaseException"));
+            return Err(PyTypeError::new_err(
+                "exceptions must derive from BaseException",
+            ));
         }
         match val {
             Some(v) if v.is_instance(cls.as_any())? => v.clone(),
@@ -497,11 +538,15 @@ pub(crate) fn make_error(
         }
     } else if exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
         if val.is_some_and(|v| !v.is_none()) {
-            return Err(PyTypeError::new_err("instance exception may not have a separate value"));
+            return Err(PyTypeError::new_err(
+                "instance exception may not have a separate value",
+            ));
         }
         exc.clone()
     } else {
-        return Err(PyTypeError::new_err("exceptions must derive from BaseException"));
+        return Err(PyTypeError::new_err(
+            "exceptions must derive from BaseException",
+        ));
     };
     if let Some(tb) = tb.filter(|t| !t.is_none()) {
         instance.call_method1("with_traceback", (tb,))?;
@@ -546,14 +591,31 @@ impl Bomb {
 }
 
 impl Bomb {
-    pub(crate) fn from_parts(_py: Python<'_>, typ: Py<PyAny>, value: Py<PyAny>, tb: Py<PyAny>) -> Self {
-        Bomb { r#type: typ, value, traceback: tb }
+    pub(crate) fn from_parts(
+        _py: Python<'_>,
+        typ: Py<PyAny>,
+        value: Py<PyAny>,
+        tb: Py<PyAny>,
+    ) -> Self {
+        Bomb {
+            r#type: typ,
+            value,
+            traceback: tb,
+        }
     }
 
     pub(crate) fn to_err(&self, py: Python<'_>) -> PyErr {
         let typ = self.r#type.bind(py);
-        let source = if typ.is_none() { self.value.bind(py) } else { typ };
-        match make_error(source, Some(self.value.bind(py)).filter(|_| !typ.is_none()), Some(self.traceback.bind(py))) {
+        let source = if typ.is_none() {
+            self.value.bind(py)
+        } else {
+            typ
+        };
+        match make_error(
+            source,
+            Some(self.value.bind(py)).filter(|_| !typ.is_none()),
+            Some(self.traceback.bind(py)),
+        ) {
             Ok(e) | Err(e) => e,
         }
     }

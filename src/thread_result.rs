@@ -69,13 +69,19 @@ impl ThreadResult {
     /// Thread-safe: the waiting tasklet raises `exc` (an exception instance).
     fn set_exception(&self, exc: Bound<'_, PyAny>) -> PyResult<()> {
         if !exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
-            return Err(PyTypeError::new_err("set_exception() takes an exception instance"));
+            return Err(PyTypeError::new_err(
+                "set_exception() takes an exception instance",
+            ));
         }
         self.set(Err(PyErr::from_value(exc)))
     }
 
     fn done(&self) -> bool {
-        self.outcome.lock().unwrap_or_else(|e| e.into_inner()).result.is_some()
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .result
+            .is_some()
     }
 
     /// Parks the calling tasklet until the result is set; returns it or raises it.
@@ -91,18 +97,26 @@ impl ThreadResult {
                 let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
                 if o.result.is_none() {
                     if o.waiting {
-                        return Err(PyRuntimeError::new_err("another tasklet is already waiting"));
+                        return Err(PyRuntimeError::new_err(
+                            "another tasklet is already waiting",
+                        ));
                     }
                     o.waiting = true;
                 }
             }
             if let Some(r) = self.take_ready(py) {
-                self.outcome.lock().unwrap_or_else(|e| e.into_inner()).waiting = false;
+                self.outcome
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .waiting = false;
                 return r;
             }
             let me = hub.current_tasklet(py)?;
             let parked = hub.wait_for_thread(py, &me, self.id);
-            self.outcome.lock().unwrap_or_else(|e| e.into_inner()).waiting = false;
+            self.outcome
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .waiting = false;
             parked?;
         }
     }

@@ -122,8 +122,7 @@ def test_send_sequence_and_iteration():
     got = []
 
     def consumer():
-        for x in ch:
-            got.append(x)
+        got.extend(ch)  # iterates until the channel is closed
 
     t = s.tasklet(consumer)()
     s.schedule()

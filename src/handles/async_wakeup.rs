@@ -39,7 +39,10 @@ impl Inbox {
 
     fn take_ids(&self) -> Vec<u64> {
         let mut guard = self.posted.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_mut().map(|p| std::mem::take(&mut p.ids)).unwrap_or_default()
+        guard
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.ids))
+            .unwrap_or_default()
     }
 }
 
@@ -55,13 +58,25 @@ pub struct AsyncWakeup {
 
 impl AsyncWakeup {
     pub fn new(l: *mut uv::uv_loop_t) -> Result<Self, UvError> {
-        let inbox = Arc::new(Inbox { posted: Mutex::new(None) });
-        let state = AsyncState { inbox: inbox.clone() };
+        let inbox = Arc::new(Inbox {
+            posted: Mutex::new(None),
+        });
+        let state = AsyncState {
+            inbox: inbox.clone(),
+        };
         // SAFETY: l is a live loop; on_async matches this state type.
-        let handle = Handle::new(state, |raw| unsafe { uv::uv_async_init(l, raw, Some(on_async)) })?;
+        let handle = Handle::new(state, |raw| unsafe {
+            uv::uv_async_init(l, raw, Some(on_async))
+        })?;
         handle.set_ref(false);
-        *inbox.posted.lock().unwrap() = Some(Posted { ids: Vec::new(), handle: handle.raw() });
-        Ok(AsyncWakeup { handle, waiters: Cell::new(0) })
+        *inbox.posted.lock().unwrap() = Some(Posted {
+            ids: Vec::new(),
+            handle: handle.raw(),
+        });
+        Ok(AsyncWakeup {
+            handle,
+            waiters: Cell::new(0),
+        })
     }
 
     pub fn inbox(&self) -> Arc<Inbox> {
@@ -84,7 +99,13 @@ impl AsyncWakeup {
 
     /// Refuses further posts; called before the handle is closed with its loop.
     pub fn close_inbox(&self) {
-        *self.handle.state().inbox.posted.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self
+            .handle
+            .state()
+            .inbox
+            .posted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -102,4 +123,53 @@ unsafe extern "C" fn on_async(raw: *mut uv::uv_async_t) {
             hub.wake_thread_waiter(py, id);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handles::uv_loop::Loop;
+
+    #[test]
+    fn inbox_refuses_posts_once_closed() {
+        let l = Loop::new().unwrap();
+        let w = AsyncWakeup::new(l.raw()).unwrap();
+        let inbox = w.inbox();
+        assert!(inbox.post(7));
+        assert_eq!(inbox.take_ids(), vec![7]);
+        assert!(
+            !l.alive(),
+            "an idle async handle does not keep the loop alive"
+        );
+        w.add_waiter();
+        assert!(l.alive());
+        w.remove_waiter();
+        assert!(!l.alive());
+        w.close_inbox();
+        assert!(!inbox.post(8));
+        l.close_at_thread_exit();
+        std::mem::forget(w); // as at thread exit: the loop closed the handle
+    }
+
+    #[test]
+    fn posts_from_other_threads_arrive() {
+        let l = Loop::new().unwrap();
+        let w = AsyncWakeup::new(l.raw()).unwrap();
+        let inbox = w.inbox();
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let inbox = inbox.clone();
+                std::thread::spawn(move || assert!(inbox.post(i)))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut ids = inbox.take_ids();
+        ids.sort();
+        assert_eq!(ids, vec![0, 1, 2, 3]);
+        w.close_inbox();
+        l.close_at_thread_exit();
+        std::mem::forget(w);
+    }
 }

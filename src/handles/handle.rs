@@ -174,3 +174,57 @@ unsafe extern "C" fn on_close<R: RawHandle, S>(h: *mut uv::uv_handle_t) {
     // SAFETY: h was leaked from Box<Alloc<R, S>> in Handle::new and libuv is done with it.
     drop(unsafe { Box::from_raw(h as *mut Alloc<R, S>) });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handles::uv_loop::Loop;
+    use std::rc::Rc;
+
+    struct DropFlag(Rc<Cell<bool>>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+    use std::cell::Cell;
+
+    #[test]
+    fn close_callback_frees_the_state() {
+        let l = Loop::new().unwrap();
+        let dropped = Rc::new(Cell::new(false));
+        let raw_loop = l.raw();
+        // SAFETY: live loop; the timer memory belongs to the Handle.
+        let h = Handle::<uv::uv_timer_t, _>::new(DropFlag(dropped.clone()), |raw| unsafe {
+            uv::uv_timer_init(raw_loop, raw)
+        })
+        .unwrap();
+        assert!(
+            !l.alive(),
+            "a timer that is not started keeps nothing alive"
+        );
+        h.close();
+        assert!(!dropped.get(), "freed only by libuv's close callback");
+        l.run_nowait();
+        assert!(dropped.get());
+        l.close_at_thread_exit();
+    }
+
+    #[test]
+    fn failed_init_frees_at_once() {
+        let dropped = Rc::new(Cell::new(false));
+        let r = Handle::<uv::uv_timer_t, _>::new(DropFlag(dropped.clone()), |_| -9);
+        assert_eq!(r.err(), Some(UvError(-9)));
+        assert!(dropped.get());
+    }
+
+    #[test]
+    fn uv_error_names_the_code() {
+        assert_eq!(
+            UvError(-(libc::EBADF)).to_string(),
+            "EBADF: bad file descriptor"
+        );
+        assert_eq!(check(3), Ok(3));
+        assert_eq!(check(-(libc::EAGAIN)), Err(UvError(-(libc::EAGAIN))));
+    }
+}

@@ -1,6 +1,6 @@
 //! uv_timer_t: wakes a parked tasklet after a delay (sleep, and socket timeouts).
 
-use super::handle::{Handle, UvError, check};
+use super::handle::{check, Handle, UvError};
 use super::uv_loop::hub_of;
 use crate::tasklet::Tasklet;
 use libuv_sys2 as uv;
@@ -17,7 +17,10 @@ pub struct Timer(Handle<uv::uv_timer_t, TimerState>);
 impl Timer {
     pub fn new(l: *mut uv::uv_loop_t) -> Result<Self, UvError> {
         // SAFETY: l is a live loop; the handle memory is allocated by Handle::new.
-        Handle::new(TimerState::default(), |raw| unsafe { uv::uv_timer_init(l, raw) }).map(Timer)
+        Handle::new(TimerState::default(), |raw| unsafe {
+            uv::uv_timer_init(l, raw)
+        })
+        .map(Timer)
     }
 
     /// Wakes `waiter` (if it is still parked on the hub) after `ms` milliseconds from now.

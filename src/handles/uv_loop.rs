@@ -1,6 +1,6 @@
 //! The libuv loop itself: one per hub, so one per OS thread.
 
-use super::handle::{UvError, check};
+use super::handle::{check, UvError};
 use crate::hub::Hub;
 use libuv_sys2 as uv;
 use pyo3::prelude::*;

@@ -79,6 +79,7 @@ pub fn new<'py>(
 }
 
 /// `g.switch(*args)`; returns what the greenlet that switches back here passes.
+#[inline(always)]
 pub fn switch<'py>(
     py: Python<'py>,
     g: &Bound<'py, PyAny>,

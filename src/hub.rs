@@ -320,10 +320,14 @@ impl Hub {
 
     /// Next runnable tasklet. Once per pass through the queue, libuv is polled first
     /// without blocking, so ready I/O and due timers join the queue.
+    #[inline(always)]
     fn pop_runnable(&self, _py: Python<'_>) -> Option<Py<Tasklet>> {
         let budget = self.poll_budget.get();
         if budget == 0 && !self.run_queue.borrow().is_empty() {
-            self.uv.run_nowait();
+            // uv_run does nothing on a loop with no referenced work; skip the call.
+            if self.uv.alive() {
+                self.uv.run_nowait();
+            }
             self.poll_budget.set(self.run_queue.borrow().len());
         }
         let next = self.run_queue.borrow_mut().pop_front();
@@ -336,13 +340,14 @@ impl Hub {
 
     /// Switches to `next` from whatever greenlet runs now; returns when this greenlet is
     /// switched back to.
+    #[inline(always)]
     fn switch_to(&self, py: Python<'_>, next: Py<Tasklet>) -> PyResult<()> {
         let t = next.get();
         let g = match t.greenlet.borrow().as_ref() {
             Some(g) => g.clone_ref(py).into_bound(py),
             None => return Ok(()),
         };
-        if t.started.get() && !greenlet::is_active(&g) {
+        if t.foreign && !greenlet::is_active(&g) {
             // A bare greenlet that finished behind our back.
             self.forget(py, &next);
             t.mark_dead();
@@ -376,6 +381,7 @@ impl Hub {
     /// Suspends `me` (the current tasklet, whose `place` the caller has already set) and
     /// runs `first`, or else the next runnable tasklet, or else the hub. Returns what
     /// `me` was handed when it is resumed, or raises what was thrown into it.
+    #[inline(always)]
     pub fn park(
         &self,
         py: Python<'_>,
@@ -449,15 +455,17 @@ impl Hub {
         self.park(py, me, Some(target))
     }
 
-    /// schedule() (`remove` false) and schedule_remove() (`remove` true).
-    pub fn schedule(&self, py: Python<'_>, remove: bool) -> PyResult<()> {
+    /// schedule() (`remove` false) and schedule_remove() (`remove` true); returns the
+    /// calling tasklet.
+    pub fn schedule(&self, py: Python<'_>, remove: bool) -> PyResult<Py<Tasklet>> {
         let me = self.current_tasklet(py)?;
         if remove {
             me.get().place.set(Place::Paused);
         } else {
             self.enqueue(py, &me);
         }
-        self.park(py, &me, None).map(|_| ())
+        self.park(py, &me, None)?;
+        Ok(me)
     }
 
     /// run(): serve every other tasklet until none is runnable and nothing waits on the hub.
@@ -482,7 +490,7 @@ impl Hub {
             return Err(PyValueError::new_err("sleep length must be non-negative"));
         }
         if seconds == 0.0 {
-            return self.schedule(py, false);
+            return self.schedule(py, false).map(|_| ());
         }
         // +1: the loop clock is truncated to the millisecond.
         let ms = (seconds * 1000.0).ceil() + 1.0;

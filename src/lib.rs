@@ -17,18 +17,16 @@ use tasklet::Tasklet;
 #[pyfunction]
 #[pyo3(signature = (retval=None))]
 fn schedule(py: Python<'_>, retval: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-    let hub = Hub::get(py)?;
-    hub.schedule(py, false)?;
-    retval.map_or_else(|| hub.current_tasklet(py).map(Py::into_any), Ok)
+    let me = Hub::get(py)?.schedule(py, false)?;
+    Ok(retval.unwrap_or_else(|| me.into_any()))
 }
 
 /// schedule_remove(retval=None): like schedule(), but the caller is paused, not requeued.
 #[pyfunction]
 #[pyo3(signature = (retval=None))]
 fn schedule_remove(py: Python<'_>, retval: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-    let hub = Hub::get(py)?;
-    hub.schedule(py, true)?;
-    retval.map_or_else(|| hub.current_tasklet(py).map(Py::into_any), Ok)
+    let me = Hub::get(py)?.schedule(py, true)?;
+    Ok(retval.unwrap_or_else(|| me.into_any()))
 }
 
 /// run(): run the other tasklets until none is runnable and nothing waits on I/O,

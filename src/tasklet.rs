@@ -53,6 +53,8 @@ pub struct Tasklet {
     /// Suspended inside `Hub::park` (as opposed to inside a raw greenlet switch).
     pub(crate) parked: Cell<bool>,
     pub(crate) is_main: bool,
+    /// Wraps a greenlet we did not create (the thread's main one, or a bare greenlet).
+    pub(crate) foreign: bool,
     atomic: Cell<bool>,
     /// The value handed over on resume (a channel's data, a wake-up result).
     pub(crate) tempval: RefCell<Option<Py<PyAny>>>,
@@ -72,7 +74,8 @@ impl Tasklet {
     /// A tasklet wrapping a greenlet we did not create (the thread's main greenlet, or a
     /// bare greenlet that blocks on the hub).
     pub(crate) fn for_greenlet(hub_id: usize, g: Py<PyAny>, is_main: bool) -> Tasklet {
-        let t = Tasklet::blank(hub_id, is_main);
+        let mut t = Tasklet::blank(hub_id, is_main);
+        t.foreign = true;
         *t.greenlet.borrow_mut() = Some(g);
         t.alive.set(true);
         t.started.set(true);
@@ -91,6 +94,7 @@ impl Tasklet {
             started: Cell::new(false),
             parked: Cell::new(false),
             is_main,
+            foreign: false,
             atomic: Cell::new(false),
             tempval: RefCell::new(None),
             pending: RefCell::new(None),

@@ -8,7 +8,8 @@
 
 use crate::greenlet;
 use crate::handles::async_wakeup::{AsyncWakeup, Inbox};
-use crate::handles::poll::{Poll, SignalWakeup};
+use crate::handles::poll::{FdWatcher, READABLE, SignalWakeup, WRITABLE};
+use crate::handles::waiters::{Outcome, Waiter};
 use crate::handles::timer::Timer;
 use crate::handles::uv_loop::Loop;
 use crate::tasklet::{Place, Tasklet, TaskletExit};
@@ -509,21 +510,72 @@ impl Hub {
         result.map(|_| ())
     }
 
-    /// Parks the current tasklet until `events` (poll::READABLE/WRITABLE) are ready on a
-    /// raw fd; returns the ready events.
-    pub fn wait_fd(&self, py: Python<'_>, fd: c_int, events: c_int) -> PyResult<c_int> {
-        let me = self.current_tasklet(py)?;
-        let poll = Poll::new(self.uv.raw(), fd)?;
-        if let Err(e) = poll.start(events, me.clone_ref(py)) {
-            poll.close();
-            return Err(e.into());
-        }
+    /// Parks `me`, whose waiters the caller has already queued on handles, until one
+    /// of them wakes it or `deadline` (time.monotonic() seconds) passes; `unqueue` then
+    /// takes the waiters off their handles whatever happened. The caller reads the
+    /// waiters' outcomes; none set means the deadline passed.
+    pub fn park_until(
+        &self,
+        py: Python<'_>,
+        me: &Py<Tasklet>,
+        deadline: Option<f64>,
+        unqueue: impl FnOnce(),
+    ) -> PyResult<()> {
+        let timer = match deadline.map(|d| d - crate::sys::monotonic()) {
+            None => None,
+            Some(left) if left <= 0.0 => {
+                unqueue();
+                return Ok(());
+            }
+            Some(left) => {
+                let t = match Timer::new(self.uv.raw()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        unqueue();
+                        return Err(e.into());
+                    }
+                };
+                // +1: the loop clock is truncated to the millisecond.
+                if let Err(e) = t.start((left * 1000.0).ceil() as u64 + 1, me.clone_ref(py)) {
+                    t.close();
+                    unqueue();
+                    return Err(e.into());
+                }
+                Some(t)
+            }
+        };
         me.get().place.set(Place::HubWait);
-        let parked = self.park(py, &me, None);
-        let ready = poll.result();
-        poll.close();
-        parked?;
-        Ok(ready?)
+        let parked = self.park(py, me, None);
+        unqueue();
+        if let Some(t) = timer {
+            t.close();
+        }
+        parked.map(|_| ())
+    }
+
+    /// Parks the current tasklet until a raw fd is readable and/or writable; returns
+    /// (readable, writable).
+    pub fn wait_fd(&self, py: Python<'_>, fd: c_int, read: bool, write: bool) -> PyResult<(bool, bool)> {
+        let me = self.current_tasklet(py)?;
+        let watcher = FdWatcher::new(self.uv.raw(), fd)?;
+        let r = Waiter::readiness(me.clone_ref(py));
+        let w = Waiter::readiness(me.clone_ref(py));
+        let queued = (if read { watcher.wait(READABLE, r.clone()) } else { Ok(()) })
+            .and_then(|_| if write { watcher.wait(WRITABLE, w.clone()) } else { Ok(()) });
+        let result = match queued {
+            Err(e) => Err(e.into()),
+            Ok(()) => self.park_until(py, &me, None, || {
+                watcher.cancel(READABLE, &r);
+                watcher.cancel(WRITABLE, &w);
+            }),
+        };
+        watcher.close();
+        result?;
+        let ready = |x: &Waiter| match x.outcome() {
+            Some(Outcome::Failed(e)) => Err(crate::sys::os_error(-e)),
+            o => Ok(o.is_some()),
+        };
+        Ok((ready(&r)?, ready(&w)?))
     }
 
     /// A fresh id for a tasklet that will wait for another OS thread.

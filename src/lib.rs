@@ -5,6 +5,9 @@ mod channel;
 mod greenlet;
 mod handles;
 mod hub;
+mod resolver;
+mod socket_io;
+mod sys;
 mod tasklet;
 mod thread_result;
 
@@ -63,15 +66,12 @@ fn sleep(py: Python<'_>, seconds: f64) -> PyResult<()> {
 #[pyfunction]
 #[pyo3(signature = (fd, readable=true, writable=false))]
 fn wait_fd(py: Python<'_>, fd: i32, readable: bool, writable: bool) -> PyResult<(bool, bool)> {
-    use handles::poll::{READABLE, WRITABLE};
-    let events = if readable { READABLE } else { 0 } | if writable { WRITABLE } else { 0 };
-    if events == 0 {
+    if !(readable || writable) {
         return Err(pyo3::exceptions::PyValueError::new_err(
             "wait for readable, writable or both",
         ));
     }
-    let ready = Hub::get(py)?.wait_fd(py, fd, events)?;
-    Ok((ready & READABLE != 0, ready & WRITABLE != 0))
+    Hub::get(py)?.wait_fd(py, fd, readable, writable)
 }
 
 /// set_schedule_callback(callable or None): callable(prev, next) runs on every switch
@@ -112,6 +112,7 @@ fn _uv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::Channel>()?;
     m.add_class::<tasklet::Bomb>()?;
     m.add_class::<thread_result::ThreadResult>()?;
+    m.add_class::<socket_io::SocketIO>()?;
     m.add("TaskletExit", py.get_type::<tasklet::TaskletExit>())?;
     m.add_function(wrap_pyfunction!(schedule, m)?)?;
     m.add_function(wrap_pyfunction!(schedule_remove, m)?)?;
@@ -121,6 +122,8 @@ fn _uv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(getruncount, m)?)?;
     m.add_function(wrap_pyfunction!(sleep, m)?)?;
     m.add_function(wrap_pyfunction!(wait_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(resolver::getaddrinfo, m)?)?;
+    m.add_function(wrap_pyfunction!(resolver::run_in_threadpool, m)?)?;
     m.add_function(wrap_pyfunction!(set_schedule_callback, m)?)?;
     m.add_function(wrap_pyfunction!(get_schedule_callback, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;

@@ -23,6 +23,11 @@ pub struct ThreadResult {
 }
 
 impl ThreadResult {
+    /// Thread-safe: the outcome of work done elsewhere (see handles::work).
+    pub(crate) fn set_outcome(&self, result: PyResult<Py<PyAny>>) {
+        let _ = self.set(result);
+    }
+
     fn set(&self, result: PyResult<Py<PyAny>>) -> PyResult<()> {
         let notify = {
             let mut o = self.outcome.lock().unwrap_or_else(|e| e.into_inner());

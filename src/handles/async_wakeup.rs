@@ -16,8 +16,13 @@ pub struct Inbox {
 
 struct Posted {
     ids: Vec<u64>,
+    tasks: Vec<Task>,
     handle: *mut uv::uv_async_t,
 }
+
+/// Work another thread hands to the hub's own thread: closing handles that belong to
+/// this loop. Never user code.
+pub type Task = Box<dyn FnOnce() + Send>;
 // SAFETY: the pointer is only used for uv_async_send, which libuv documents as thread-safe,
 // and only while the mutex proves the handle is still open.
 unsafe impl Send for Posted {}
@@ -35,6 +40,25 @@ impl Inbox {
             }
             None => false,
         }
+    }
+
+    /// Runs `task` on the hub's thread. Gives it back if the hub has closed.
+    pub fn post_task(&self, task: Task) -> Result<(), Task> {
+        let mut guard = self.posted.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            Some(p) => {
+                p.tasks.push(task);
+                // SAFETY: the handle is open while `posted` is Some.
+                unsafe { uv::uv_async_send(p.handle) };
+                Ok(())
+            }
+            None => Err(task),
+        }
+    }
+
+    fn take_tasks(&self) -> Vec<Task> {
+        let mut guard = self.posted.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_mut().map(|p| std::mem::take(&mut p.tasks)).unwrap_or_default()
     }
 
     fn take_ids(&self) -> Vec<u64> {
@@ -69,10 +93,7 @@ impl AsyncWakeup {
             uv::uv_async_init(l, raw, Some(on_async))
         })?;
         handle.set_ref(false);
-        *inbox.posted.lock().unwrap() = Some(Posted {
-            ids: Vec::new(),
-            handle: handle.raw(),
-        });
+        *inbox.posted.lock().unwrap() = Some(Posted { ids: Vec::new(), tasks: Vec::new(), handle: handle.raw() });
         Ok(AsyncWakeup {
             handle,
             waiters: Cell::new(0),
@@ -112,6 +133,9 @@ impl AsyncWakeup {
 unsafe extern "C" fn on_async(raw: *mut uv::uv_async_t) {
     // SAFETY: raw belongs to a live AsyncWakeup.
     let st = unsafe { Handle::<uv::uv_async_t, AsyncState>::state_of(raw) };
+    for task in st.inbox.take_tasks() {
+        task();
+    }
     let ids = st.inbox.take_ids();
     if ids.is_empty() {
         return;

@@ -32,6 +32,14 @@ unsafe impl RawHandle for uv::uv_poll_t {
 unsafe impl RawHandle for uv::uv_async_t {
     const KIND: &'static str = "async";
 }
+// SAFETY: as above.
+unsafe impl RawHandle for uv::uv_tcp_t {
+    const KIND: &'static str = "tcp";
+}
+// SAFETY: as above.
+unsafe impl RawHandle for uv::uv_udp_t {
+    const KIND: &'static str = "udp";
+}
 
 /// The allocation: the libuv struct first, so a handle pointer is also an allocation pointer.
 #[repr(C)]

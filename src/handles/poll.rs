@@ -1,66 +1,105 @@
 //! uv_poll_t: readiness of raw file descriptors that libuv does not own
-//! (pipes, AF_UNIX and foreign sockets, and the hub's signal wake-up pipe).
+//! (pipes, AF_UNIX and foreign sockets, a dup used for write readiness, and the
+//! hub's signal wake-up pipe).
 
-use super::handle::{check, Handle, UvError};
-use super::uv_loop::hub_of;
-use crate::tasklet::Tasklet;
+use super::handle::{Handle, UvError, check};
+use super::waiters::{Outcome, WaitQueue, Waiter};
 use libuv_sys2 as uv;
-use pyo3::prelude::*;
-use std::cell::{Cell, RefCell};
 use std::os::raw::c_int;
+use std::rc::Rc;
 
 pub const READABLE: c_int = uv::uv_poll_event_UV_READABLE as c_int;
 pub const WRITABLE: c_int = uv::uv_poll_event_UV_WRITABLE as c_int;
+const DISCONNECT: c_int = uv::uv_poll_event_UV_DISCONNECT as c_int;
 
 #[derive(Default)]
-pub struct PollState {
-    /// Events seen by the last callback, or a negative libuv error.
-    result: Cell<c_int>,
-    waiter: RefCell<Option<Py<Tasklet>>>,
+pub struct WatchState {
+    readers: WaitQueue,
+    writers: WaitQueue,
 }
 
-/// A one-shot readiness wait for a tasklet: the first event stops the watcher.
-pub struct Poll(Handle<uv::uv_poll_t, PollState>);
+/// Readiness of one fd, with FIFO queues of waiting readers and writers. The watcher
+/// only asks libuv for the directions somebody waits on.
+pub struct FdWatcher(Handle<uv::uv_poll_t, WatchState>);
 
-impl Poll {
+impl FdWatcher {
     pub fn new(l: *mut uv::uv_loop_t, fd: c_int) -> Result<Self, UvError> {
-        // SAFETY: l is a live loop; libuv checks fd itself.
-        Handle::new(PollState::default(), |raw| unsafe {
-            uv::uv_poll_init(l, raw, fd)
-        })
-        .map(Poll)
+        // SAFETY: l is a live loop; libuv checks fd itself. uv_poll never closes the fd.
+        Handle::new(WatchState::default(), |raw| unsafe { uv::uv_poll_init(l, raw, fd) })
+            .map(FdWatcher)
     }
 
-    /// Wakes `waiter` when any of `events` is ready on the fd.
-    pub fn start(&self, events: c_int, waiter: Py<Tasklet>) -> Result<(), UvError> {
+    fn queue(&self, events: c_int) -> &WaitQueue {
         let st = self.0.state();
-        st.result.set(0);
-        *st.waiter.borrow_mut() = Some(waiter);
-        // SAFETY: live, initialised poll handle; on_ready matches this state type.
-        check(unsafe { uv::uv_poll_start(self.0.raw(), events, Some(on_ready)) }).map(|_| ())
+        if events == READABLE { &st.readers } else { &st.writers }
     }
 
-    /// Ready events (READABLE/WRITABLE bits) or the libuv error of the last wake-up.
-    pub fn result(&self) -> Result<c_int, UvError> {
-        check(self.0.state().result.get())
+    /// Queues `w` until the fd is `events` (READABLE or WRITABLE).
+    pub fn wait(&self, events: c_int, w: Rc<Waiter>) -> Result<(), UvError> {
+        self.queue(events).push(w);
+        self.update()
+    }
+
+    /// Takes `w` off the queue (it was woken some other way).
+    pub fn cancel(&self, events: c_int, w: &Rc<Waiter>) {
+        self.queue(events).remove(w);
+        let _ = self.update();
+    }
+
+    /// Every waiter fails with `err` (the socket is being closed).
+    pub fn fail_all(&self, err: c_int) {
+        let st = self.0.state();
+        st.readers.complete_all(self.0.uv_loop(), Outcome::Failed(err));
+        st.writers.complete_all(self.0.uv_loop(), Outcome::Failed(err));
+        let _ = self.update();
+    }
+
+    fn update(&self) -> Result<(), UvError> {
+        let st = self.0.state();
+        let events = if st.readers.is_empty() { 0 } else { READABLE }
+            | if st.writers.is_empty() { 0 } else { WRITABLE };
+        // SAFETY: live, initialised poll handle; on_ready matches this state type.
+        check(unsafe {
+            if events == 0 {
+                uv::uv_poll_stop(self.0.raw())
+            } else {
+                uv::uv_poll_start(self.0.raw(), events, Some(on_ready))
+            }
+        })
+        .map(|_| ())
     }
 
     pub fn close(self) {
-        self.0.state().waiter.borrow_mut().take();
         self.0.close();
     }
 }
 
 unsafe extern "C" fn on_ready(raw: *mut uv::uv_poll_t, status: c_int, events: c_int) {
-    // SAFETY: raw belongs to a live Poll.
-    let st = unsafe { Handle::<uv::uv_poll_t, PollState>::state_of(raw) };
-    st.result.set(if status < 0 { status } else { events });
-    // SAFETY: live handle; one-shot semantics keep a level-triggered fd from spinning.
-    unsafe { uv::uv_poll_stop(raw) };
-    if let Some(t) = st.waiter.borrow_mut().take() {
-        // SAFETY: the handle was initialised on a hub's loop.
-        let hub = unsafe { hub_of((*raw).loop_) };
-        Python::attach(|py| hub.wake(py, &t, None));
+    // SAFETY: raw belongs to a live FdWatcher.
+    let st = unsafe { Handle::<uv::uv_poll_t, WatchState>::state_of(raw) };
+    // SAFETY: raw is a live handle.
+    let l = unsafe { (*raw).loop_ };
+    if status < 0 {
+        st.readers.complete_all(l, Outcome::Failed(status));
+        st.writers.complete_all(l, Outcome::Failed(status));
+    } else {
+        // One waiter per event: the fd is level-triggered, so the next is served next time.
+        if events & (READABLE | DISCONNECT) != 0 {
+            st.readers.complete_first(l, Outcome::Ready);
+        }
+        if events & WRITABLE != 0 {
+            st.writers.complete_first(l, Outcome::Ready);
+        }
+    }
+    let events = if st.readers.is_empty() { 0 } else { READABLE }
+        | if st.writers.is_empty() { 0 } else { WRITABLE };
+    // SAFETY: live handle; narrowing or stopping the watch from its own callback is allowed.
+    unsafe {
+        if events == 0 {
+            uv::uv_poll_stop(raw);
+        } else {
+            uv::uv_poll_start(raw, events, Some(on_ready));
+        }
     }
 }
 
@@ -90,19 +129,14 @@ impl SignalWakeup {
                 return Err(e);
             }
         };
-        let readable = READABLE;
         // SAFETY: live, initialised poll handle.
-        if let Err(e) = check(unsafe { uv::uv_poll_start(poll.raw(), readable, Some(on_signal)) }) {
+        if let Err(e) = check(unsafe { uv::uv_poll_start(poll.raw(), READABLE, Some(on_signal)) }) {
             poll.close();
             close_fds(&[read_fd, write_fd]);
             return Err(e);
         }
         poll.set_ref(false);
-        Ok(SignalWakeup {
-            poll,
-            read_fd,
-            write_fd,
-        })
+        Ok(SignalWakeup { poll, read_fd, write_fd })
     }
 
     pub fn write_fd(&self) -> c_int {
@@ -117,24 +151,17 @@ impl SignalWakeup {
 
 fn close_fds(fds: &[c_int]) {
     for &fd in fds {
-        // SAFETY: fd is a pipe end this module created and nothing else closes.
-        unsafe { libc::close(fd) };
+        crate::sys::close(fd);
     }
 }
 
 unsafe extern "C" fn on_signal(raw: *mut uv::uv_poll_t, _status: c_int, _events: c_int) {
     // Only drain: the hub calls PyErr_CheckSignals after every blocking pass.
     let mut buf = [0u8; 64];
-    // SAFETY: raw is a live poll handle; uv_fileno reports the fd it watches.
     let mut fd: uv::uv_os_fd_t = -1;
+    // SAFETY: raw is a live poll handle; uv_fileno reports the fd it watches.
     unsafe { uv::uv_fileno(raw as *const uv::uv_handle_t, &mut fd) };
-    loop {
-        // SAFETY: buf is a valid writable buffer of buf.len() bytes; fd is non-blocking.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-    }
+    while crate::sys::recv_pipe(fd, &mut buf) > 0 {}
 }
 
 #[cfg(test)]
@@ -150,15 +177,10 @@ mod tests {
         // uv_run does nothing on a loop that is not alive; the hub only polls live loops.
         w.poll.set_ref(true);
         // SAFETY: writing three bytes from a valid buffer to our own pipe.
-        assert_eq!(
-            unsafe { libc::write(w.write_fd(), b"abc".as_ptr().cast(), 3) },
-            3
-        );
+        assert_eq!(unsafe { libc::write(w.write_fd(), b"abc".as_ptr().cast(), 3) }, 3);
         l.run_nowait();
         let mut buf = [0u8; 8];
-        // SAFETY: reading into a valid buffer from our own non-blocking pipe.
-        let n = unsafe { libc::read(w.read_fd, buf.as_mut_ptr().cast(), buf.len()) };
-        assert_eq!(n, -1, "the callback read everything");
+        assert_eq!(crate::sys::recv_pipe(w.read_fd, &mut buf), -1, "the callback read everything");
         w.close();
         l.close_at_thread_exit();
     }

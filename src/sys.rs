@@ -1,0 +1,160 @@
+//! Thin, safe wrappers over the few syscalls the socket fast paths make directly,
+//! and over the Python buffer protocol they read from and write into.
+
+use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::os::raw::c_int;
+
+/// The calling thread's errno after a failed syscall.
+fn errno() -> c_int {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// `OSError(errno, strerror)`: Python picks the subclass (ConnectionResetError, ...).
+pub fn os_error(code: c_int) -> PyErr {
+    let msg = std::io::Error::from_raw_os_error(code).to_string();
+    // std appends " (os error N)"; CPython's message is strerror alone.
+    let msg = msg.split(" (os error").next().unwrap_or(&msg).to_string();
+    PyOSError::new_err((code, msg))
+}
+
+pub fn recv(fd: c_int, buf: *mut u8, len: usize, flags: c_int) -> Result<usize, c_int> {
+    // SAFETY: the caller guarantees buf points at len writable bytes for the call.
+    let n = unsafe { libc::recv(fd, buf.cast(), len, flags) };
+    if n < 0 { Err(errno()) } else { Ok(n as usize) }
+}
+
+pub fn send(fd: c_int, buf: *const u8, len: usize, flags: c_int) -> Result<usize, c_int> {
+    // SAFETY: the caller guarantees buf points at len readable bytes for the call.
+    let n = unsafe { libc::send(fd, buf.cast(), len, flags) };
+    if n < 0 { Err(errno()) } else { Ok(n as usize) }
+}
+
+/// A close-on-exec duplicate of `fd`.
+pub fn dup_cloexec(fd: c_int) -> Result<c_int, c_int> {
+    // SAFETY: fcntl with F_DUPFD_CLOEXEC only reads its integer arguments.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if n < 0 { Err(errno()) } else { Ok(n) }
+}
+
+pub fn close(fd: c_int) {
+    // SAFETY: fd is a descriptor the caller owns and no longer uses.
+    unsafe { libc::close(fd) };
+}
+
+/// Bytes readable now (the FIONREAD ioctl).
+pub fn bytes_readable(fd: c_int) -> Result<c_int, c_int> {
+    let mut n: c_int = 0;
+    // SAFETY: FIONREAD writes one int into n.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 { Err(errno()) } else { Ok(n) }
+}
+
+/// CLOCK_MONOTONIC in seconds: the clock of Python's time.monotonic() on Linux.
+pub fn monotonic() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// A contiguous Python buffer, held (and so kept alive and unresizable) until dropped.
+pub struct Buffer {
+    view: Box<ffi::Py_buffer>,
+}
+
+impl Buffer {
+    /// A readable buffer, as CPython's `y*` argument format takes it.
+    pub fn readable(obj: &Bound<'_, PyAny>) -> PyResult<Buffer> {
+        Buffer::get(obj, ffi::PyBUF_SIMPLE)
+    }
+
+    /// A writable buffer, as `w*` takes it; `func` names the method for the TypeError.
+    pub fn writable(obj: &Bound<'_, PyAny>, func: &str) -> PyResult<Buffer> {
+        Buffer::get(obj, ffi::PyBUF_WRITABLE).map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{func}() argument 'buffer' must be read-write bytes-like object, not {}",
+                obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            ))
+        })
+    }
+
+    fn get(obj: &Bound<'_, PyAny>, flags: c_int) -> PyResult<Buffer> {
+        // SAFETY: Py_buffer is plain C data that PyObject_GetBuffer fills in.
+        let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: obj is live; view is writable; on failure nothing needs releasing.
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) } < 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(Buffer { view })
+    }
+
+    pub fn ptr(&self) -> *mut u8 {
+        self.view.buf.cast()
+    }
+
+    pub fn len(&self) -> usize {
+        self.view.len as usize
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // Buffers are only made and dropped with the GIL held (inside pyfunctions).
+        // SAFETY: view was filled by a successful PyObject_GetBuffer and not yet released.
+        unsafe { ffi::PyBuffer_Release(&mut *self.view) };
+    }
+}
+
+unsafe extern "C" {
+    /// CPython's in-place resize of a bytes object with one reference (not in pyo3-ffi).
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> c_int;
+}
+
+/// A new bytes object of `len` bytes whose contents the caller fills in, then trims.
+pub struct BytesBuilder {
+    obj: *mut ffi::PyObject,
+}
+
+impl BytesBuilder {
+    pub fn new(py: Python<'_>, len: usize) -> PyResult<BytesBuilder> {
+        // SAFETY: a NULL source asks for an uninitialised bytes object of len bytes.
+        let obj = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as ffi::Py_ssize_t) };
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(BytesBuilder { obj })
+    }
+
+    pub fn ptr(&self) -> *mut u8 {
+        // SAFETY: obj is a live bytes object we own exclusively.
+        unsafe { ffi::PyBytes_AS_STRING(self.obj) as *mut u8 }
+    }
+
+    /// The bytes object, cut to its first `len` bytes.
+    pub fn finish(mut self, py: Python<'_>, len: usize) -> PyResult<Py<PyAny>> {
+        // SAFETY: obj is ours alone (refcount 1), so resizing in place is allowed.
+        if unsafe { _PyBytes_Resize(&mut self.obj, len as ffi::Py_ssize_t) } < 0 {
+            self.obj = std::ptr::null_mut(); // _PyBytes_Resize freed it
+            return Err(PyErr::fetch(py));
+        }
+        let obj = std::mem::replace(&mut self.obj, std::ptr::null_mut());
+        // SAFETY: obj is a new reference we hand over.
+        Ok(unsafe { Bound::from_owned_ptr(py, obj) }.unbind())
+    }
+}
+
+impl Drop for BytesBuilder {
+    fn drop(&mut self) {
+        if !self.obj.is_null() {
+            // SAFETY: we still own the reference (finish was not reached); GIL is held.
+            unsafe { ffi::Py_DECREF(self.obj) };
+        }
+    }
+}
+
+/// read(2) on a non-blocking pipe; the count, or -1.
+pub fn recv_pipe(fd: c_int, buf: &mut [u8]) -> isize {
+    // SAFETY: buf is a valid writable slice.
+    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
+}

@@ -8,10 +8,10 @@
 
 use crate::greenlet;
 use crate::handles::async_wakeup::{AsyncWakeup, Inbox};
-use crate::handles::poll::{FdWatcher, READABLE, SignalWakeup, WRITABLE};
-use crate::handles::waiters::{Outcome, Waiter};
+use crate::handles::poll::{FdWatcher, SignalWakeup, READABLE, WRITABLE};
 use crate::handles::timer::Timer;
 use crate::handles::uv_loop::Loop;
+use crate::handles::waiters::{Outcome, Waiter};
 use crate::tasklet::{Place, Tasklet, TaskletExit};
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -555,13 +555,29 @@ impl Hub {
 
     /// Parks the current tasklet until a raw fd is readable and/or writable; returns
     /// (readable, writable).
-    pub fn wait_fd(&self, py: Python<'_>, fd: c_int, read: bool, write: bool) -> PyResult<(bool, bool)> {
+    pub fn wait_fd(
+        &self,
+        py: Python<'_>,
+        fd: c_int,
+        read: bool,
+        write: bool,
+    ) -> PyResult<(bool, bool)> {
         let me = self.current_tasklet(py)?;
         let watcher = FdWatcher::new(self.uv.raw(), fd)?;
         let r = Waiter::readiness(me.clone_ref(py));
         let w = Waiter::readiness(me.clone_ref(py));
-        let queued = (if read { watcher.wait(READABLE, r.clone()) } else { Ok(()) })
-            .and_then(|_| if write { watcher.wait(WRITABLE, w.clone()) } else { Ok(()) });
+        let queued = (if read {
+            watcher.wait(READABLE, r.clone())
+        } else {
+            Ok(())
+        })
+        .and_then(|_| {
+            if write {
+                watcher.wait(WRITABLE, w.clone())
+            } else {
+                Ok(())
+            }
+        });
         let result = match queued {
             Err(e) => Err(e.into()),
             Ok(()) => self.park_until(py, &me, None, || {

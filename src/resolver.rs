@@ -30,14 +30,21 @@ fn system_eai(code: c_int) -> Option<c_int> {
         (uv::uv_errno_t_UV_EAI_OVERFLOW, -12),
         (uv::uv_errno_t_UV_EAI_CANCELED, -101),
     ];
-    table.iter().find(|(uv_code, _)| *uv_code == code).map(|&(_, sys)| sys)
+    table
+        .iter()
+        .find(|(uv_code, _)| *uv_code == code)
+        .map(|&(_, sys)| sys)
 }
 
 /// socket.gaierror(code, gai_strerror(code)), or OSError for EAI_SYSTEM's errno.
 fn lookup_error(py: Python<'_>, code: c_int) -> PyErr {
-    let Some(eai) = system_eai(code) else { return os_error(-code) };
+    let Some(eai) = system_eai(code) else {
+        return os_error(-code);
+    };
     // SAFETY: gai_strerror returns a static string for any code.
-    let msg = unsafe { CStr::from_ptr(libc::gai_strerror(eai)) }.to_string_lossy().into_owned();
+    let msg = unsafe { CStr::from_ptr(libc::gai_strerror(eai)) }
+        .to_string_lossy()
+        .into_owned();
     match py.import("_socket").and_then(|m| m.getattr("gaierror")) {
         Ok(cls) => match cls.call1((eai, msg)) {
             Ok(inst) => PyErr::from_value(inst),
@@ -66,6 +73,10 @@ pub fn getaddrinfo(
     proto: c_int,
     flags: c_int,
 ) -> PyResult<Vec<Entry>> {
+    if host.is_none() && port.is_none() {
+        // What the system's getaddrinfo answers (libuv refuses the call with EINVAL).
+        return Err(lookup_error(py, uv::uv_errno_t_UV_EAI_NONAME));
+    }
     let host = to_c(host)?;
     let port = to_c(port)?;
     let hub = Hub::get(py)?;
@@ -91,9 +102,10 @@ pub fn getaddrinfo(
             let addr = match a.addr {
                 SockAddr::V4(h, p) => (h, p).into_pyobject(py)?.into_any().unbind(),
                 SockAddr::V6(h, p, f, s) => (h, p, f, s).into_pyobject(py)?.into_any().unbind(),
-                SockAddr::Other(f, b) => {
-                    (f, pyo3::types::PyBytes::new(py, &b)).into_pyobject(py)?.into_any().unbind()
-                }
+                SockAddr::Other(f, b) => (f, pyo3::types::PyBytes::new(py, &b))
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
             };
             Ok((a.family, a.socktype, a.protocol, a.canonname, addr))
         })

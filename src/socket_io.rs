@@ -23,7 +23,7 @@ use crate::handles::tcp::TcpStream;
 use crate::handles::udp::UdpSocket;
 use crate::handles::waiters::{Outcome, Waiter};
 use crate::hub::Hub;
-use crate::sys::{self, Buffer, BytesBuilder, os_error};
+use crate::sys::{self, os_error, Buffer, BytesBuilder};
 use crate::tasklet::Tasklet;
 use pyo3::exceptions::{PyBlockingIOError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
@@ -114,12 +114,20 @@ impl SocketIO {
 
     fn start_deadline(&self) -> Option<f64> {
         let t = self.timeout.get();
-        if t > 0.0 { Some(sys::monotonic() + t) } else { None }
+        if t > 0.0 {
+            Some(sys::monotonic() + t)
+        } else {
+            None
+        }
     }
 
     fn check_open(&self) -> PyResult<c_int> {
         let fd = self.fd.get();
-        if fd < 0 { Err(os_error(libc::EBADF)) } else { Ok(fd) }
+        if fd < 0 {
+            Err(os_error(libc::EBADF))
+        } else {
+            Ok(fd)
+        }
     }
 
     fn readers_waiting(&self) -> bool {
@@ -137,7 +145,13 @@ impl SocketIO {
         match h.as_ref() {
             Some(x) => Ok(x.hub_id == hub.id()),
             None => {
-                *h = Some(Handles { hub_id: hub.id(), inbox: hub.inbox(), tcp: None, udp: None, watcher: None });
+                *h = Some(Handles {
+                    hub_id: hub.id(),
+                    inbox: hub.inbox(),
+                    tcp: None,
+                    udp: None,
+                    watcher: None,
+                });
                 Ok(true)
             }
         }
@@ -150,7 +164,11 @@ impl SocketIO {
         let h = guard.as_mut().expect("home_handles ran first");
         let l = hub.uv_loop().raw();
         let use_stream = dir == Dir::Read && self.kind != Kind::Other;
-        let present = if use_stream { h.tcp.is_some() || h.udp.is_some() } else { h.watcher.is_some() };
+        let present = if use_stream {
+            h.tcp.is_some() || h.udp.is_some()
+        } else {
+            h.watcher.is_some()
+        };
         if present {
             return Ok(());
         }
@@ -168,7 +186,9 @@ impl SocketIO {
 
     /// Shuts the handles down on their own thread (now, or through its hub's inbox).
     fn drop_handles(&self) {
-        let Some(h) = self.handles.borrow_mut().take() else { return };
+        let Some(h) = self.handles.borrow_mut().take() else {
+            return;
+        };
         let here = Hub::existing().map(|hub| hub.id());
         if here == Some(h.hub_id) {
             h.shut();
@@ -240,13 +260,16 @@ impl SocketIO {
     ) -> PyResult<Option<Outcome>> {
         let fd = sys::dup_cloexec(self.check_open()?).map_err(os_error)?;
         let events = if dir == Dir::Read { READABLE } else { WRITABLE };
-        let result = FdWatcher::new(hub.uv_loop().raw(), fd).map_err(PyErr::from).and_then(|x| {
-            let r = x.wait(events, w.clone()).map_err(PyErr::from).and_then(|_| {
-                park_waiter(py, hub, me, w, deadline, |w| x.cancel(events, w))
+        let result = FdWatcher::new(hub.uv_loop().raw(), fd)
+            .map_err(PyErr::from)
+            .and_then(|x| {
+                let r = x
+                    .wait(events, w.clone())
+                    .map_err(PyErr::from)
+                    .and_then(|_| park_waiter(py, hub, me, w, deadline, |w| x.cancel(events, w)));
+                x.close();
+                r
             });
-            x.close();
-            r
-        });
         sys::close(fd);
         // A completion read was not possible here: report readiness and let the caller retry.
         result.map(|o| o.map(|_| Outcome::Ready))
@@ -264,8 +287,26 @@ impl SocketIO {
         }
     }
 
-    /// recv into `buf`: the syscall first, then a completion read or a readiness wait.
+    /// recv into `buf`. In blocking mode MSG_WAITALL waits for all `len` bytes (or EOF),
+    /// as the kernel would on a blocking fd; with a timeout CPython's fd is non-blocking
+    /// too, so it returns what one read gives.
     fn recv_raw(&self, py: Python<'_>, buf: *mut u8, len: usize, flags: c_int) -> PyResult<usize> {
+        if flags & libc::MSG_WAITALL == 0 || self.timeout.get() >= 0.0 {
+            return self.recv_once(py, buf, len, flags);
+        }
+        let mut got = 0;
+        while got < len {
+            let n = self.recv_once(py, buf.wrapping_add(got), len - got, flags)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        Ok(got)
+    }
+
+    /// One recv: the syscall first, then a completion read or a readiness wait.
+    fn recv_once(&self, py: Python<'_>, buf: *mut u8, len: usize, flags: c_int) -> PyResult<usize> {
         let deadline = self.start_deadline();
         loop {
             let fd = self.check_open()?;
@@ -295,7 +336,14 @@ impl SocketIO {
     }
 
     /// One send: the syscall first, then a write-readiness wait.
-    fn send_raw(&self, py: Python<'_>, data: *const u8, len: usize, flags: c_int, deadline: Option<f64>) -> PyResult<usize> {
+    fn send_raw(
+        &self,
+        py: Python<'_>,
+        data: *const u8,
+        len: usize,
+        flags: c_int,
+        deadline: Option<f64>,
+    ) -> PyResult<usize> {
         loop {
             let fd = self.check_open()?;
             match sys::send(fd, data, len, flags) {
@@ -310,7 +358,6 @@ impl SocketIO {
             self.wait_ready(py, Dir::Write, deadline)?;
         }
     }
-
 }
 
 /// Parks `me` on `w` (already queued), bounded by `deadline`; `cancel` unqueues it
@@ -336,7 +383,11 @@ impl SocketIO {
             "tcp" => Kind::Tcp,
             "udp" => Kind::Udp,
             "other" => Kind::Other,
-            _ => return Err(PyValueError::new_err("kind must be 'tcp', 'udp' or 'other'")),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "kind must be 'tcp', 'udp' or 'other'",
+                ))
+            }
         };
         Ok(SocketIO {
             fd: Cell::new(fd),
@@ -350,7 +401,11 @@ impl SocketIO {
     #[getter]
     fn get_timeout(&self) -> Option<f64> {
         let t = self.timeout.get();
-        if t < 0.0 { None } else { Some(t) }
+        if t < 0.0 {
+            None
+        } else {
+            Some(t)
+        }
     }
 
     #[setter]
@@ -371,7 +426,10 @@ impl SocketIO {
     /// True once a libuv tcp/udp handle watches this socket.
     #[getter]
     fn has_stream_handle(&self) -> bool {
-        self.handles.borrow().as_ref().is_some_and(|h| h.tcp.is_some() || h.udp.is_some())
+        self.handles
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| h.tcp.is_some() || h.udp.is_some())
     }
 
     #[pyo3(signature = (bufsize, flags=0))]
@@ -385,14 +443,26 @@ impl SocketIO {
     }
 
     #[pyo3(signature = (buffer, nbytes=0, flags=0))]
-    fn recv_into(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, nbytes: isize, flags: c_int) -> PyResult<usize> {
+    fn recv_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        nbytes: isize,
+        flags: c_int,
+    ) -> PyResult<usize> {
         let buf = Buffer::writable(buffer, "recv_into")?;
         if nbytes < 0 {
             return Err(PyValueError::new_err("negative buffersize in recv_into"));
         }
-        let want = if nbytes == 0 { buf.len() } else { nbytes as usize };
+        let want = if nbytes == 0 {
+            buf.len()
+        } else {
+            nbytes as usize
+        };
         if want > buf.len() {
-            return Err(PyValueError::new_err("buffer too small for requested bytes"));
+            return Err(PyValueError::new_err(
+                "buffer too small for requested bytes",
+            ));
         }
         self.recv_raw(py, buf.ptr(), want, flags)
     }

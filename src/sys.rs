@@ -8,7 +8,9 @@ use std::os::raw::c_int;
 
 /// The calling thread's errno after a failed syscall.
 fn errno() -> c_int {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// `OSError(errno, strerror)`: Python picks the subclass (ConnectionResetError, ...).
@@ -22,20 +24,32 @@ pub fn os_error(code: c_int) -> PyErr {
 pub fn recv(fd: c_int, buf: *mut u8, len: usize, flags: c_int) -> Result<usize, c_int> {
     // SAFETY: the caller guarantees buf points at len writable bytes for the call.
     let n = unsafe { libc::recv(fd, buf.cast(), len, flags) };
-    if n < 0 { Err(errno()) } else { Ok(n as usize) }
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 pub fn send(fd: c_int, buf: *const u8, len: usize, flags: c_int) -> Result<usize, c_int> {
     // SAFETY: the caller guarantees buf points at len readable bytes for the call.
     let n = unsafe { libc::send(fd, buf.cast(), len, flags) };
-    if n < 0 { Err(errno()) } else { Ok(n as usize) }
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// A close-on-exec duplicate of `fd`.
 pub fn dup_cloexec(fd: c_int) -> Result<c_int, c_int> {
     // SAFETY: fcntl with F_DUPFD_CLOEXEC only reads its integer arguments.
     let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if n < 0 { Err(errno()) } else { Ok(n) }
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n)
+    }
 }
 
 pub fn close(fd: c_int) {
@@ -47,12 +61,19 @@ pub fn close(fd: c_int) {
 pub fn bytes_readable(fd: c_int) -> Result<c_int, c_int> {
     let mut n: c_int = 0;
     // SAFETY: FIONREAD writes one int into n.
-    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 { Err(errno()) } else { Ok(n) }
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {
+        Err(errno())
+    } else {
+        Ok(n)
+    }
 }
 
 /// CLOCK_MONOTONIC in seconds: the clock of Python's time.monotonic() on Linux.
 pub fn monotonic() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
@@ -73,8 +94,11 @@ impl Buffer {
     pub fn writable(obj: &Bound<'_, PyAny>, func: &str) -> PyResult<Buffer> {
         Buffer::get(obj, ffi::PyBUF_WRITABLE).map_err(|_| {
             PyTypeError::new_err(format!(
-                "{func}() argument 'buffer' must be read-write bytes-like object, not {}",
-                obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                "{func}() argument 1 must be read-write bytes-like object, not {}",
+                obj.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         })
     }
@@ -119,7 +143,8 @@ pub struct BytesBuilder {
 impl BytesBuilder {
     pub fn new(py: Python<'_>, len: usize) -> PyResult<BytesBuilder> {
         // SAFETY: a NULL source asks for an uninitialised bytes object of len bytes.
-        let obj = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as ffi::Py_ssize_t) };
+        let obj =
+            unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as ffi::Py_ssize_t) };
         if obj.is_null() {
             return Err(PyErr::fetch(py));
         }

@@ -58,7 +58,10 @@ impl Inbox {
 
     fn take_tasks(&self) -> Vec<Task> {
         let mut guard = self.posted.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_mut().map(|p| std::mem::take(&mut p.tasks)).unwrap_or_default()
+        guard
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.tasks))
+            .unwrap_or_default()
     }
 
     fn take_ids(&self) -> Vec<u64> {
@@ -93,7 +96,11 @@ impl AsyncWakeup {
             uv::uv_async_init(l, raw, Some(on_async))
         })?;
         handle.set_ref(false);
-        *inbox.posted.lock().unwrap() = Some(Posted { ids: Vec::new(), tasks: Vec::new(), handle: handle.raw() });
+        *inbox.posted.lock().unwrap() = Some(Posted {
+            ids: Vec::new(),
+            tasks: Vec::new(),
+            handle: handle.raw(),
+        });
         Ok(AsyncWakeup {
             handle,
             waiters: Cell::new(0),

@@ -2,7 +2,7 @@
 //! exactly the system resolver's (/etc/hosts, nsswitch, service names, AI_* flags).
 //! The result list is copied out and freed inside the callback; no Python runs there.
 
-use super::handle::{UvError, check};
+use super::handle::{check, UvError};
 use super::uv_loop::hub_of;
 use crate::tasklet::Tasklet;
 use libuv_sys2 as uv;
@@ -80,7 +80,14 @@ pub fn getaddrinfo(
     let c = |s: Option<&CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
     // SAFETY: req is ours until the callback; libuv copies host, port and hints.
     let rc = unsafe {
-        uv::uv_getaddrinfo(l, &raw mut (*req).raw, Some(on_done), c(host), c(port), &hints)
+        uv::uv_getaddrinfo(
+            l,
+            &raw mut (*req).raw,
+            Some(on_done),
+            c(host),
+            c(port),
+            &hints,
+        )
     };
     if let Err(e) = check(rc) {
         // SAFETY: the request was not started, so libuv holds no reference to it.
@@ -90,7 +97,11 @@ pub fn getaddrinfo(
     Ok(lookup)
 }
 
-unsafe extern "C" fn on_done(raw: *mut uv::uv_getaddrinfo_t, status: c_int, res: *mut uv::addrinfo) {
+unsafe extern "C" fn on_done(
+    raw: *mut uv::uv_getaddrinfo_t,
+    status: c_int,
+    res: *mut uv::addrinfo,
+) {
     // SAFETY: raw is the first field of the Req leaked in getaddrinfo; libuv is done with it.
     let req = unsafe { Box::from_raw(raw as *mut Req) };
     let outcome = if status < 0 {
@@ -124,7 +135,9 @@ unsafe fn copy_list(mut ai: *mut uv::addrinfo) -> Vec<AddrInfo> {
             String::new()
         } else {
             // SAFETY: getaddrinfo's canonname is a NUL-terminated string.
-            unsafe { CStr::from_ptr(a.ai_canonname) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(a.ai_canonname) }
+                .to_string_lossy()
+                .into_owned()
         };
         // SAFETY: ai_addr points at ai_addrlen bytes of a sockaddr of family ai_family.
         let addr = unsafe { copy_sockaddr(a.ai_addr, a.ai_addrlen as usize) };

@@ -2,7 +2,7 @@
 //! (pipes, AF_UNIX and foreign sockets, a dup used for write readiness, and the
 //! hub's signal wake-up pipe).
 
-use super::handle::{Handle, UvError, check};
+use super::handle::{check, Handle, UvError};
 use super::waiters::{Outcome, WaitQueue, Waiter};
 use libuv_sys2 as uv;
 use std::os::raw::c_int;
@@ -25,13 +25,19 @@ pub struct FdWatcher(Handle<uv::uv_poll_t, WatchState>);
 impl FdWatcher {
     pub fn new(l: *mut uv::uv_loop_t, fd: c_int) -> Result<Self, UvError> {
         // SAFETY: l is a live loop; libuv checks fd itself. uv_poll never closes the fd.
-        Handle::new(WatchState::default(), |raw| unsafe { uv::uv_poll_init(l, raw, fd) })
-            .map(FdWatcher)
+        Handle::new(WatchState::default(), |raw| unsafe {
+            uv::uv_poll_init(l, raw, fd)
+        })
+        .map(FdWatcher)
     }
 
     fn queue(&self, events: c_int) -> &WaitQueue {
         let st = self.0.state();
-        if events == READABLE { &st.readers } else { &st.writers }
+        if events == READABLE {
+            &st.readers
+        } else {
+            &st.writers
+        }
     }
 
     /// Queues `w` until the fd is `events` (READABLE or WRITABLE).
@@ -49,8 +55,10 @@ impl FdWatcher {
     /// Every waiter fails with `err` (the socket is being closed).
     pub fn fail_all(&self, err: c_int) {
         let st = self.0.state();
-        st.readers.complete_all(self.0.uv_loop(), Outcome::Failed(err));
-        st.writers.complete_all(self.0.uv_loop(), Outcome::Failed(err));
+        st.readers
+            .complete_all(self.0.uv_loop(), Outcome::Failed(err));
+        st.writers
+            .complete_all(self.0.uv_loop(), Outcome::Failed(err));
         let _ = self.update();
     }
 
@@ -80,8 +88,10 @@ unsafe extern "C" fn on_ready(raw: *mut uv::uv_poll_t, status: c_int, events: c_
     // SAFETY: raw is a live handle.
     let l = unsafe { (*raw).loop_ };
     if status < 0 {
-        st.readers.complete_all(l, Outcome::Failed(status));
-        st.writers.complete_all(l, Outcome::Failed(status));
+        // libuv reports POLLERR as UV_EBADF (and stops the watcher): let every waiter
+        // retry its syscall, which reports the socket's real error.
+        st.readers.complete_all(l, Outcome::Ready);
+        st.writers.complete_all(l, Outcome::Ready);
     } else {
         // One waiter per event: the fd is level-triggered, so the next is served next time.
         if events & (READABLE | DISCONNECT) != 0 {
@@ -136,7 +146,11 @@ impl SignalWakeup {
             return Err(e);
         }
         poll.set_ref(false);
-        Ok(SignalWakeup { poll, read_fd, write_fd })
+        Ok(SignalWakeup {
+            poll,
+            read_fd,
+            write_fd,
+        })
     }
 
     pub fn write_fd(&self) -> c_int {
@@ -177,10 +191,17 @@ mod tests {
         // uv_run does nothing on a loop that is not alive; the hub only polls live loops.
         w.poll.set_ref(true);
         // SAFETY: writing three bytes from a valid buffer to our own pipe.
-        assert_eq!(unsafe { libc::write(w.write_fd(), b"abc".as_ptr().cast(), 3) }, 3);
+        assert_eq!(
+            unsafe { libc::write(w.write_fd(), b"abc".as_ptr().cast(), 3) },
+            3
+        );
         l.run_nowait();
         let mut buf = [0u8; 8];
-        assert_eq!(crate::sys::recv_pipe(w.read_fd, &mut buf), -1, "the callback read everything");
+        assert_eq!(
+            crate::sys::recv_pipe(w.read_fd, &mut buf),
+            -1,
+            "the callback read everything"
+        );
         w.close();
         l.close_at_thread_exit();
     }

@@ -7,7 +7,7 @@
 //!
 //! Once adopted, libuv owns the fd: closing the handle closes it.
 
-use super::handle::{Handle, UvError, check};
+use super::handle::{check, Handle, UvError};
 use super::waiters::{Outcome, WaitQueue, Waiter};
 use libuv_sys2 as uv;
 use std::os::raw::c_int;
@@ -24,7 +24,9 @@ impl TcpStream {
     /// Adopts `fd`; from here on closing this handle closes the fd.
     pub fn open(l: *mut uv::uv_loop_t, fd: c_int) -> Result<Self, UvError> {
         // SAFETY: l is a live loop; the handle memory is allocated by Handle::new.
-        let h = Handle::new(TcpState::default(), |raw| unsafe { uv::uv_tcp_init(l, raw) })?;
+        let h = Handle::new(TcpState::default(), |raw| unsafe {
+            uv::uv_tcp_init(l, raw)
+        })?;
         // SAFETY: live, initialised tcp handle; fd is a stream socket the caller hands over.
         if let Err(e) = check(unsafe { uv::uv_tcp_open(h.raw(), fd as uv::uv_os_sock_t) }) {
             h.close(); // the fd was not adopted, so this does not close it
@@ -46,7 +48,11 @@ impl TcpStream {
     fn start_reading(&self) -> Result<(), UvError> {
         // SAFETY: live stream; the callbacks match this state type.
         let rc = unsafe { uv::uv_read_start(self.0.raw().cast(), Some(on_alloc), Some(on_read)) };
-        if rc == uv::uv_errno_t_UV_EALREADY { Ok(()) } else { check(rc).map(|_| ()) }
+        if rc == uv::uv_errno_t_UV_EALREADY {
+            Ok(())
+        } else {
+            check(rc).map(|_| ())
+        }
     }
 
     pub fn cancel(&self, w: &Rc<Waiter>) {
@@ -61,7 +67,10 @@ impl TcpStream {
     }
 
     pub fn fail_all(&self, err: c_int) {
-        self.0.state().readers.complete_all(self.0.uv_loop(), Outcome::Failed(err));
+        self.0
+            .state()
+            .readers
+            .complete_all(self.0.uv_loop(), Outcome::Failed(err));
         // SAFETY: live stream.
         unsafe { uv::uv_read_stop(self.0.raw().cast()) };
     }
@@ -75,7 +84,13 @@ impl TcpStream {
 unsafe extern "C" fn on_alloc(h: *mut uv::uv_handle_t, _suggested: usize, buf: *mut uv::uv_buf_t) {
     // SAFETY: h is the handle of a live TcpStream.
     let st = unsafe { Handle::<uv::uv_tcp_t, TcpState>::state_of(h.cast()) };
-    let b = st.readers.front().map_or(uv::uv_buf_t { base: std::ptr::null_mut(), len: 0 }, |w| w.alloc());
+    let b = st.readers.front().map_or(
+        uv::uv_buf_t {
+            base: std::ptr::null_mut(),
+            len: 0,
+        },
+        |w| w.alloc(),
+    );
     // SAFETY: libuv passes a valid out-pointer.
     unsafe { *buf = b };
 }

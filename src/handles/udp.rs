@@ -5,7 +5,7 @@
 //!
 //! Once adopted, libuv owns the fd: closing the handle closes it.
 
-use super::handle::{Handle, UvError, check};
+use super::handle::{check, Handle, UvError};
 use super::waiters::{Outcome, WaitQueue, Waiter};
 use libuv_sys2 as uv;
 use std::os::raw::{c_int, c_uint};
@@ -22,7 +22,9 @@ impl UdpSocket {
     /// Adopts `fd`; from here on closing this handle closes the fd.
     pub fn open(l: *mut uv::uv_loop_t, fd: c_int) -> Result<Self, UvError> {
         // SAFETY: l is a live loop; the handle memory is allocated by Handle::new.
-        let h = Handle::new(UdpState::default(), |raw| unsafe { uv::uv_udp_init(l, raw) })?;
+        let h = Handle::new(UdpState::default(), |raw| unsafe {
+            uv::uv_udp_init(l, raw)
+        })?;
         // SAFETY: live, initialised udp handle; fd is a datagram socket the caller hands over.
         if let Err(e) = check(unsafe { uv::uv_udp_open(h.raw(), fd as uv::uv_os_sock_t) }) {
             h.close();
@@ -52,7 +54,10 @@ impl UdpSocket {
     }
 
     pub fn fail_all(&self, err: c_int) {
-        self.0.state().readers.complete_all(self.0.uv_loop(), Outcome::Failed(err));
+        self.0
+            .state()
+            .readers
+            .complete_all(self.0.uv_loop(), Outcome::Failed(err));
         // SAFETY: live udp handle.
         unsafe { uv::uv_udp_recv_stop(self.0.raw()) };
     }
@@ -65,7 +70,12 @@ impl UdpSocket {
 unsafe extern "C" fn on_alloc(_h: *mut uv::uv_handle_t, _suggested: usize, buf: *mut uv::uv_buf_t) {
     // Always empty: readiness only (see the module comment).
     // SAFETY: libuv passes a valid out-pointer.
-    unsafe { *buf = uv::uv_buf_t { base: std::ptr::null_mut(), len: 0 } };
+    unsafe {
+        *buf = uv::uv_buf_t {
+            base: std::ptr::null_mut(),
+            len: 0,
+        }
+    };
 }
 
 unsafe extern "C" fn on_recv(

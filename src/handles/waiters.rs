@@ -30,12 +30,22 @@ pub struct Waiter {
 impl Waiter {
     /// Waits until the fd is ready.
     pub fn readiness(tasklet: Py<Tasklet>) -> Rc<Waiter> {
-        Rc::new(Waiter { tasklet, outcome: Cell::new(None), buf: std::ptr::null_mut(), len: 0 })
+        Rc::new(Waiter {
+            tasklet,
+            outcome: Cell::new(None),
+            buf: std::ptr::null_mut(),
+            len: 0,
+        })
     }
 
     /// Waits until libuv has read into `buf` (which must stay valid while queued).
     pub fn read_into(tasklet: Py<Tasklet>, buf: *mut u8, len: usize) -> Rc<Waiter> {
-        Rc::new(Waiter { tasklet, outcome: Cell::new(None), buf, len })
+        Rc::new(Waiter {
+            tasklet,
+            outcome: Cell::new(None),
+            buf,
+            len,
+        })
     }
 
     pub fn outcome(&self) -> Option<Outcome> {
@@ -45,7 +55,10 @@ impl Waiter {
     /// The buffer libuv should read into: empty for readiness waits, which makes libuv
     /// report UV_ENOBUFS instead of reading (documented for uv_alloc_cb).
     pub fn alloc(&self) -> uv::uv_buf_t {
-        uv::uv_buf_t { base: self.buf.cast(), len: self.len }
+        uv::uv_buf_t {
+            base: self.buf.cast(),
+            len: self.len,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! uv_work_t: runs a Python callable on libuv's thread pool (for blocking C calls that
 //! release the GIL, e.g. gethostbyaddr) and hands the outcome to a ThreadResult.
 
-use super::handle::{UvError, check};
+use super::handle::{check, UvError};
 use crate::thread_result::ThreadResult;
 use libuv_sys2 as uv;
 use pyo3::prelude::*;

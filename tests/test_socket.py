@@ -1,0 +1,614 @@
+"""The green socket module, on real loopback sockets, checked against CPython's own
+sockets where behaviour is compared."""
+
+import array
+import errno
+import gc
+import os
+import socket as stdlib
+import tempfile
+import threading
+import time
+
+import pytest
+
+import stacklessuv as sl
+from stacklessuv import socket as gs
+
+
+def tcp_pair():
+    """A connected pair of green TCP sockets on loopback."""
+    srv = gs.create_server(("127.0.0.1", 0))
+    c = gs.create_connection(srv.getsockname())
+    s, _ = srv.accept()
+    srv.close()
+    return c, s
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_every_public_name_of_socket_is_there():
+    missing = [n for n in stdlib.__all__ if not hasattr(gs, n)]
+    assert missing == []
+    assert issubclass(gs.socket, stdlib.socket)
+    assert gs.timeout is TimeoutError and gs.error is OSError
+    assert gs.SocketType is gs.socket
+
+
+def test_fileno_is_the_real_fd_and_repr_is_cpythons():
+    s = gs.socket()
+    try:
+        fd = s.fileno()
+        assert os.fstat(fd)  # a real descriptor
+        assert f"fd={fd}" in repr(s)
+        assert s.family == stdlib.AF_INET and s.type == stdlib.SOCK_STREAM
+    finally:
+        s.close()
+    assert s.fileno() == -1 and "[closed]" in repr(s)
+
+
+def test_echo_between_many_tasklets():
+    srv = gs.create_server(("127.0.0.1", 0))
+    addr = srv.getsockname()
+
+    def handle(conn):
+        with conn:
+            while data := conn.recv(1024):
+                conn.sendall(data)
+
+    def serve(n):
+        for _ in range(n):
+            conn, _ = srv.accept()
+            sl.tasklet(handle)(conn)
+
+    results = {}
+
+    def client(i):
+        with gs.create_connection(addr) as c:
+            got = []
+            for j in range(20):
+                msg = b"%d:%d;" % (i, j)
+                c.sendall(msg)
+                got.append(c.recv(1024))
+            results[i] = b"".join(got)
+
+    sl.tasklet(serve)(50)
+    for i in range(50):
+        sl.tasklet(client)(i)
+    sl.run()
+    srv.close()
+    assert len(results) == 50
+    for i, data in results.items():
+        assert data == b"".join(b"%d:%d;" % (i, j) for j in range(20))
+
+
+def test_recv_returns_at_most_bufsize_and_loses_nothing():
+    a, b = tcp_pair()
+    with a, b:
+        payload = os.urandom(100_000)
+
+        def writer():
+            a.sendall(payload)
+            a.shutdown(stdlib.SHUT_WR)
+
+        sl.tasklet(writer)()
+        chunks = []
+        while chunk := b.recv(7):
+            assert len(chunk) <= 7
+            chunks.append(chunk)
+        assert b"".join(chunks) == payload
+
+
+def test_completion_read_reads_no_more_than_asked():
+    a, b = tcp_pair()
+    with a, b:
+        got = []
+        sl.tasklet(lambda: got.append(b.recv(10)))()
+        sl.schedule()  # the reader parks with a completion read of 10 bytes
+        assert b._io.has_stream_handle
+        a.sendall(b"x" * 1000)
+        sl.run()
+        assert got == [b"x" * 10]
+        time.sleep(0.01)
+        assert b.ioctl(gs.FIONREAD, 0) == 990  # the rest is still in the kernel
+        assert b.recv(2000) == b"x" * 990
+
+
+def test_recv_into_fills_the_callers_buffer():
+    a, b = tcp_pair()
+    with a, b:
+        buf = bytearray(16)
+        view = memoryview(buf)[4:]
+        sl.tasklet(lambda: (sl.sleep(0.01), a.sendall(b"hello")))()
+        n = b.recv_into(view, 5)
+        assert n == 5 and buf[4:9] == b"hello"
+        arr = array.array("i", [0, 0])
+        a.sendall(b"\x01\x00\x00\x00")
+        assert b.recv_into(arr) == 4 and arr[0] == 1
+
+
+def test_msg_peek_and_msg_waitall():
+    a, b = tcp_pair()
+    with a, b:
+        sl.tasklet(lambda: (sl.sleep(0.01), a.sendall(b"abc")))()
+        assert b.recv(10, stdlib.MSG_PEEK) == b"abc"
+        assert b.recv(10) == b"abc"
+
+        def trickle():
+            for ch in b"wxyz":
+                sl.sleep(0.005)
+                a.send(bytes([ch]))
+
+        sl.tasklet(trickle)()
+        assert b.recv(4, stdlib.MSG_WAITALL) == b"wxyz"
+
+
+def test_timeouts_and_modes_match_cpython():
+    a, b = tcp_pair()
+    ra, rb = stdlib.socketpair()
+    with a, b, ra, rb:
+        for s in (b, rb):
+            s.setblocking(False)
+            assert s.gettimeout() == 0.0 and not s.getblocking() and s.timeout == 0.0
+            with pytest.raises(BlockingIOError) as e:
+                s.recv(1)
+            assert e.value.errno == errno.EAGAIN
+            s.settimeout(0.05)
+            assert s.gettimeout() == 0.05 and s.getblocking()
+            with pytest.raises(TimeoutError, match="timed out") as e:
+                s.recv(1)
+            assert e.value.args == ("timed out",)
+            s.setblocking(True)
+            assert s.gettimeout() is None
+        for bad in (-1, "x"):
+            with pytest.raises(Exception) as mine:
+                b.settimeout(bad)
+            with pytest.raises(Exception) as theirs:
+                rb.settimeout(bad)
+            assert type(mine.value) is type(theirs.value)
+            assert mine.value.args == theirs.value.args
+
+
+def test_a_timeout_parks_only_the_caller():
+    a, b = tcp_pair()
+    ticks = []
+
+    def ticker():
+        for _ in range(10):
+            ticks.append(time.monotonic())
+            sl.sleep(0.01)
+
+    with a, b:
+        b.settimeout(0.1)
+        sl.tasklet(ticker)()
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            b.recv(1)
+        elapsed = time.monotonic() - t0
+        assert 0.1 <= elapsed + 0.001 < 0.1 + 0.05
+        assert len(ticks) >= 8  # the other tasklet kept running during the wait
+        sl.run()
+
+
+def test_setdefaulttimeout_applies_to_new_sockets():
+    assert gs.getdefaulttimeout() is None
+    gs.setdefaulttimeout(0.25)
+    try:
+        s = gs.socket()
+        assert s.gettimeout() == 0.25
+        s.close()
+    finally:
+        gs.setdefaulttimeout(None)
+    s = gs.socket()
+    assert s.gettimeout() is None
+    s.close()
+
+
+def test_sendall_timeout_bounds_the_whole_call():
+    a, b = tcp_pair()
+    with a, b:
+        a.settimeout(0.2)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            a.sendall(b"x" * (64 * 1024 * 1024))  # nobody reads: the buffers fill up
+        assert time.monotonic() - t0 < 0.2 + 0.1
+
+
+def test_waiters_on_one_socket_are_served_in_fifo_order():
+    a, b = tcp_pair()
+    got = []
+    with a, b:
+        for name in "pqr":
+            sl.tasklet(lambda n: got.append((n, b.recv(1))))(name)
+        sl.schedule()
+        a.sendall(b"123")
+        sl.run()
+        assert got == [("p", b"1"), ("q", b"2"), ("r", b"3")]
+
+
+def test_writers_on_one_socket_do_not_interleave_lost_bytes():
+    a, b = tcp_pair()
+    with a, b:
+        blob = {name: name.encode() * 300_000 for name in "uv"}
+        for name in "uv":
+            sl.tasklet(a.sendall)(blob[name])
+        received = bytearray()
+
+        def reader():
+            while len(received) < 600_000:
+                received.extend(b.recv(65536))
+
+        sl.tasklet(reader)()
+        sl.run()
+        assert sorted(received) == sorted(blob["u"] + blob["v"])
+
+
+def test_close_wakes_every_waiter_with_ebadf():
+    a, b = tcp_pair()
+    errors = []
+
+    def reader():
+        try:
+            b.recv(1)
+        except OSError as e:
+            errors.append(e.errno)
+
+    with a:
+        sl.tasklet(reader)()
+        sl.tasklet(reader)()
+        sl.schedule()
+        t0 = time.monotonic()
+        b.close()
+        sl.run()
+        assert errors == [errno.EBADF, errno.EBADF]
+        assert time.monotonic() - t0 < 0.05
+
+
+def test_killing_a_blocked_reader_leaves_the_socket_usable():
+    a, b = tcp_pair()
+    with a, b:
+        t = sl.tasklet(b.recv)(10)
+        sl.schedule()
+        assert t.blocked
+        t.kill()
+        a.sendall(b"still here")
+        assert b.recv(10) == b"still here"
+
+
+def test_eof_reset_refused_and_broken_pipe_like_cpython():
+    # EOF
+    a, b = tcp_pair()
+    a.close()
+    assert b.recv(10) == b""
+    b.close()
+    # refused
+    probe = stdlib.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    for mod in (gs, stdlib):
+        with mod.socket() as s, pytest.raises(ConnectionRefusedError) as e:
+            s.connect(("127.0.0.1", port))
+        assert e.value.errno == errno.ECONNREFUSED
+        with mod.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+    # reset: the peer closes with unread data, which sends RST
+    a, b = tcp_pair()
+    b.sendall(b"unread")
+    time.sleep(0.01)
+    a.close()
+    sl.sleep(0.01)
+    with pytest.raises(ConnectionResetError):
+        b.recv(10)
+        b.recv(10)
+    b.close()
+    # write after the peer closed
+    a, b = tcp_pair()
+    a.close()
+    sl.sleep(0.01)
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        for _ in range(100):
+            b.sendall(b"x" * 65536)
+    b.close()
+
+
+BAD_CALLS = [
+    ("recv", (-1,)),
+    ("recv", ("x",)),
+    ("recv", (1.5,)),
+    ("recv_into", (b"immutable",)),
+    ("recv_into", (bytearray(2), 5)),
+    ("recv_into", (bytearray(2), -1)),
+    ("send", ("text",)),
+    ("sendall", ("text",)),
+    ("send", (b"x", "flags")),
+    ("sendto", (b"x", ("127.0.0.1", "port"))),
+    ("connect", (("127.0.0.1",),)),
+    ("connect", ("not a tuple",)),
+    ("bind", ((1, 2, 3),)),
+]
+
+
+@pytest.mark.parametrize(("method", "args"), BAD_CALLS)
+def test_bad_arguments_raise_what_cpython_raises(method, args):
+    def outcome(mod):
+        with mod.socket() as s:
+            s.settimeout(0.01)
+            try:
+                getattr(s, method)(*args)
+            except Exception as e:
+                return type(e), e.args
+            return None
+
+    assert outcome(gs) == outcome(stdlib)
+
+
+@pytest.mark.parametrize("method", ["recv", "send", "accept", "getpeername"])
+def test_closed_socket_errors_match_cpython(method):
+    def outcome(mod):
+        s = mod.socket()
+        s.close()
+        args = {"recv": (1,), "send": (b"x",)}.get(method, ())
+        with pytest.raises(OSError) as e:
+            getattr(s, method)(*args)
+        return type(e.value), e.value.errno
+
+    assert outcome(gs) == outcome(stdlib)
+
+
+def test_flood_into_an_unread_socket_stays_bounded():
+    a, b = tcp_pair()
+
+    def rss_kib():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+    raw = stdlib.socket(fileno=os.dup(a.fileno()))  # a real thread floods through a dup
+    raw.setblocking(True)
+    a.close()
+    stop = threading.Event()
+
+    def flood():
+        raw.settimeout(0.05)
+        chunk = b"f" * 65536
+        while not stop.is_set():
+            try:
+                raw.send(chunk)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    before = rss_kib()
+    th = threading.Thread(target=flood)
+    th.start()
+    with b:
+        got = b.recv(10)  # we ask for 10 bytes while the peer floods
+        sl.sleep(0.3)
+        after = rss_kib()
+        stop.set()
+        th.join()
+        raw.close()
+        assert got == b"f" * 10
+    assert after - before < 8 * 1024  # bounded by kernel buffers, not by the flood
+
+
+def test_thousand_connect_close_cycles_leak_no_fds():
+    srv = gs.create_server(("127.0.0.1", 0))
+    addr = srv.getsockname()
+
+    def acceptor():
+        for _ in range(1000):
+            conn, _ = srv.accept()
+            conn.recv(1)
+            conn.close()
+
+    sl.tasklet(acceptor)()
+    sl.schedule()
+    before = open_fds()
+    for _ in range(1000):
+        c = gs.create_connection(addr)
+        c.sendall(b"x")
+        c.close()
+    sl.run()
+    gc.collect()
+    assert open_fds() == before
+    srv.close()
+
+
+def test_udp_between_tasklets():
+    a = gs.socket(gs.AF_INET, gs.SOCK_DGRAM)
+    b = gs.socket(gs.AF_INET, gs.SOCK_DGRAM)
+    with a, b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        got = []
+        sl.tasklet(lambda: got.append(a.recvfrom(100)))()
+        sl.schedule()
+        assert a._io.has_stream_handle
+        b.sendto(b"dgram", a.getsockname())
+        sl.run()
+        assert got == [(b"dgram", b.getsockname())]
+        a.settimeout(0.02)
+        with pytest.raises(TimeoutError):
+            a.recvfrom(1)
+        buf = bytearray(3)
+        b.sendto(b"truncated", ("localhost", a.getsockname()[1]))
+        n, addr = a.recvfrom_into(buf)
+        assert (n, bytes(buf), addr) == (3, b"tru", b.getsockname())
+
+
+def test_unix_socketpair_and_fd_passing():
+    a, b = gs.socketpair()
+    with a, b:
+        assert a.family == gs.AF_UNIX
+        r, w = os.pipe()
+        try:
+            got = []
+            sl.tasklet(lambda: got.append(b.recvmsg(10, gs.CMSG_SPACE(4))))()
+            sl.schedule()
+            a.sendmsg([b"fd"], [(gs.SOL_SOCKET, gs.SCM_RIGHTS, array.array("i", [w]))])
+            sl.run()
+            data, ancdata, _flags, _addr = got[0]
+            assert data == b"fd"
+            passed = array.array("i", ancdata[0][2])[0]
+            os.write(passed, b"through the passed fd")
+            os.close(passed)
+            assert os.read(r, 100) == b"through the passed fd"
+        finally:
+            os.close(r)
+            os.close(w)
+
+
+def test_makefile_text_and_binary_and_fd_lifetime():
+    a, b = tcp_pair()
+    with a:
+        rf = b.makefile("r", encoding="utf-8", newline="")
+        wf = a.makefile("wb", buffering=0)
+
+        def writer():
+            wf.write(b"line one\r\nline two\n")
+            sl.sleep(0.01)
+            wf.write(b"tail")
+            wf.close()
+            a.shutdown(stdlib.SHUT_WR)
+
+        sl.tasklet(writer)()
+        assert rf.readline() == "line one\r\n"
+        assert rf.readline() == "line two\n"
+        fd = b.fileno()
+        b.close()  # the file object still holds the fd open
+        assert os.fstat(fd)
+        assert rf.read() == "tail"
+        rf.close()
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_sendfile_uses_the_syscall():
+    a, b = tcp_pair()
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    with a, b, tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        f.seek(0)
+        received = bytearray()
+
+        def reader():
+            while len(received) < len(data):
+                received.extend(b.recv(1 << 16))
+
+        sl.tasklet(reader)()
+        # the sendfile path itself, not the send() fallback
+        assert a._sendfile_use_sendfile(f) == len(data)
+        sl.run()
+        assert received == data
+        assert f.tell() == len(data)
+
+
+def test_dns_answers_match_the_system_resolver():
+    cases = [
+        ("localhost", 80),
+        ("localhost", "http"),
+        ("127.0.0.1", 0),
+        (None, 8080),
+        ("::1", 443),
+    ]
+    for host, port in cases:
+        for kw in ({}, {"type": stdlib.SOCK_STREAM}, {"flags": stdlib.AI_PASSIVE}):
+            assert gs.getaddrinfo(host, port, **kw) == stdlib.getaddrinfo(host, port, **kw)
+    for args in [("name.invalid", 80), ("localhost", "no-such-service"), (None, None)]:
+        with pytest.raises(stdlib.gaierror) as mine:
+            gs.getaddrinfo(*args)
+        with pytest.raises(stdlib.gaierror) as theirs:
+            stdlib.getaddrinfo(*args)
+        assert mine.value.args == theirs.value.args
+    assert gs.getnameinfo(("127.0.0.1", 80), 0) == stdlib.getnameinfo(("127.0.0.1", 80), 0)
+    assert gs.gethostbyname("localhost") == stdlib.gethostbyname("localhost")
+    assert gs.gethostbyname_ex("localhost") == stdlib.gethostbyname_ex("localhost")
+    assert gs.gethostbyaddr("127.0.0.1") == stdlib.gethostbyaddr("127.0.0.1")
+    assert gs.getfqdn() == stdlib.getfqdn()
+
+
+def test_dns_lookup_lets_other_tasklets_run():
+    ticks = []
+    stop = []
+
+    def ticker():
+        while not stop:
+            ticks.append(1)
+            sl.sleep(0)
+
+    sl.tasklet(ticker)()
+    for _ in range(20):
+        gs.getaddrinfo("localhost", 80)
+    stop.append(1)
+    sl.run()
+    assert len(ticks) > 20
+
+
+def test_ioctl_subset():
+    s = gs.socket()
+    with s:
+        assert s.ioctl(gs.SIO_KEEPALIVE_VALS, (1, 30_000, 5_000)) is None
+        assert s.getsockopt(gs.SOL_SOCKET, gs.SO_KEEPALIVE) == 1
+        assert s.getsockopt(gs.IPPROTO_TCP, gs.TCP_KEEPIDLE) == 30
+        assert s.getsockopt(gs.IPPROTO_TCP, gs.TCP_KEEPINTVL) == 5
+        assert s.ioctl(gs.SIO_LOOPBACK_FAST_PATH, True) is None
+        s.ioctl(gs.FIONBIO, 1)
+        assert s.gettimeout() == 0.0
+        s.ioctl(gs.FIONBIO, 0)
+        assert s.gettimeout() is None
+        with pytest.raises(ValueError, match="SIO_KEEPALIVE_VALS"):
+            s.ioctl(gs.SIO_RCVALL, 1)
+
+
+def test_detach_leaves_the_fd_open_and_usable():
+    a, b = tcp_pair()
+    with a:
+        sl.tasklet(lambda: (sl.sleep(0.01), a.sendall(b"one")))()
+        assert b.recv(3) == b"one"  # b now has libuv handles
+        fd = b.detach()
+        assert b.fileno() == -1
+        plain = stdlib.socket(fileno=fd)
+        a.sendall(b"two")
+        plain.settimeout(1)
+        assert plain.recv(3) == b"two"
+        plain.close()
+
+
+def test_dup_and_fromfd_are_green():
+    a, b = tcp_pair()
+    with a, b:
+        d = b.dup()
+        f = gs.fromfd(b.fileno(), gs.AF_INET, gs.SOCK_STREAM)
+        with d, f:
+            assert isinstance(d, gs.socket) and isinstance(f, gs.socket)
+            sl.tasklet(lambda: (sl.sleep(0.01), a.sendall(b"hi")))()
+            assert d.recv(2) == b"hi"
+
+
+def test_create_connection_all_errors():
+    probe = stdlib.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(ExceptionGroup) as eg:
+        gs.create_connection(("127.0.0.1", port), all_errors=True)
+    assert isinstance(eg.value.exceptions[0], ConnectionRefusedError)
+    with pytest.raises(ConnectionRefusedError):
+        gs.create_connection(("127.0.0.1", port))
+
+
+def test_a_socket_used_from_a_real_thread():
+    a, b = tcp_pair()
+    got = []
+    with a, b:
+        th = threading.Thread(target=lambda: got.append(b.recv(5)))
+        th.start()
+        time.sleep(0.05)
+        a.sendall(b"hello")
+        th.join(5)
+        assert got == [b"hello"]

@@ -7,6 +7,7 @@
 use pyo3::exceptions::PyImportError;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
 use std::sync::OnceLock;
@@ -88,6 +89,18 @@ pub fn switch<'py>(
     let args = args.map_or(ptr::null_mut(), |a| a.as_ptr());
     // SAFETY: g is a live greenlet (checked by greenlet itself); NULL args mean "no arguments".
     unsafe { Bound::from_owned_ptr_or_err(py, (api().switch)(g.as_ptr(), args, ptr::null_mut())) }
+}
+
+/// Starts `g`: its `run` is called with `args` and `kwargs`.
+pub fn start<'py>(
+    py: Python<'py>,
+    g: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let kwargs = kwargs.map_or(ptr::null_mut(), |k| k.as_ptr());
+    // SAFETY: g, args and kwargs are live objects of the types greenlet expects.
+    unsafe { Bound::from_owned_ptr_or_err(py, (api().switch)(g.as_ptr(), args.as_ptr(), kwargs)) }
 }
 
 /// `g.throw(err)`: raises `err` inside `g` at the point where it is suspended.

@@ -30,8 +30,6 @@ pub struct Hub {
     current: RefCell<Py<Tasklet>>,
     main: Py<Tasklet>,
     hub_greenlet: Py<PyAny>,
-    /// `_tasklet_main`, the `run` of every tasklet greenlet.
-    tasklet_main: Py<PyAny>,
     /// Tasklets left to run before libuv is polled again without blocking, so that
     /// tasklets looping on schedule() cannot starve I/O and timers.
     poll_budget: Cell<usize>,
@@ -98,7 +96,6 @@ impl Hub {
         }
         let module = py.import("stacklessuv._uv")?;
         let hub_greenlet = greenlet::new(py, &module.getattr("_hub_main")?, &main_g)?;
-        let tasklet_main = module.getattr("_tasklet_main")?.unbind();
         let main = Py::new(py, Tasklet::for_greenlet(id, main_g.clone().unbind(), true))?;
         let mut by_greenlet = HashMap::new();
         by_greenlet.insert(main_g.as_ptr() as usize, main.clone_ref(py));
@@ -121,7 +118,6 @@ impl Hub {
             current: RefCell::new(current),
             main,
             hub_greenlet: hub_greenlet.unbind(),
-            tasklet_main,
             poll_budget: Cell::new(0),
             by_greenlet: RefCell::new(by_greenlet),
             schedule_callback: RefCell::new(None),
@@ -249,8 +245,15 @@ impl Hub {
         }
     }
 
-    pub(crate) fn new_tasklet_greenlet(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        greenlet::new(py, self.tasklet_main.bind(py), self.hub_greenlet.bind(py)).map(Bound::unbind)
+    /// A greenlet that runs `func` directly (no wrapper frames on every tasklet's
+    /// stack); when it returns or raises, control goes to the hub, which does the
+    /// bookkeeping (see run_hub).
+    pub(crate) fn new_tasklet_greenlet(
+        &self,
+        py: Python<'_>,
+        func: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        greenlet::new(py, func, self.hub_greenlet.bind(py)).map(Bound::unbind)
     }
 
     /// Appends `t` to the run queue.
@@ -363,8 +366,15 @@ impl Hub {
         }
         if !t.started.get() {
             t.started.set(true);
-            let args = PyTuple::new(py, [next])?;
-            greenlet::switch(py, &g, Some(args.as_any()))?;
+            self.remember(py, &g, &next);
+            if let Some(err) = t.pending.borrow_mut().take() {
+                // Thrown at before it ever ran: it ends with that exception.
+                drop(g);
+                self.tasklet_finished(py, &next, Err(err));
+                return Ok(());
+            }
+            let (args, kwargs) = t.take_call_args(py);
+            greenlet::start(py, &g, &args, kwargs.as_ref())?;
         } else if !t.parked.get() && t.pending.borrow().is_some() {
             // Suspended in a raw greenlet switch, not in park(): raise at that point.
             let err = t.pending.borrow_mut().take().expect("checked above");
@@ -514,6 +524,7 @@ impl Hub {
     /// of them wakes it or `deadline` (time.monotonic() seconds) passes; `unqueue` then
     /// takes the waiters off their handles whatever happened. The caller reads the
     /// waiters' outcomes; none set means the deadline passed.
+    #[inline(always)]
     pub fn park_until(
         &self,
         py: Python<'_>,
@@ -678,7 +689,13 @@ impl Hub {
     pub(crate) fn run_hub(&self, py: Python<'_>) -> PyResult<()> {
         loop {
             if let Some(next) = self.pop_runnable(py) {
-                if let Err(e) = self.switch_to(py, next) {
+                let result = self.switch_to(py, next);
+                // Back here because a tasklet parked with nothing runnable, or because
+                // a tasklet's greenlet ended (returned or raised) and came to its parent.
+                let cur = self.current.borrow().clone_ref(py);
+                if cur.get().has_finished(py) {
+                    self.tasklet_finished(py, &cur, result);
+                } else if let Err(e) = result {
                     e.write_unraisable(py, None);
                 }
                 continue;

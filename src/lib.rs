@@ -129,7 +129,6 @@ fn _uv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(_loop_alive, m)?)?;
     m.add_function(wrap_pyfunction!(hub::_hub_main, m)?)?;
-    m.add_function(wrap_pyfunction!(tasklet::_tasklet_main, m)?)?;
     m.add_function(wrap_pyfunction!(greenlet::_switch_bench, m)?)?;
     Ok(())
 }

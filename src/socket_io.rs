@@ -1,21 +1,18 @@
 //! `SocketIO`: the blocking machinery behind one green socket. Every operation tries
 //! the non-blocking syscall first and parks the calling tasklet only on EAGAIN.
 //!
-//! The socket object owns its fd, as in CPython. Every libuv handle here watches a
-//! private dup of it, which this object owns and closes with the handle; so closing
-//! or collecting the socket in any order never leaves libuv watching a closed or
-//! reused fd number, and a thread that ends (closing its loop) never closes the
-//! socket under someone else.
+//! The socket object owns its fd, as in CPython; libuv handles watch it but never own
+//! it, and are always released before the fd closes (close, detach, collection via
+//! the socket's __del__, thread exit). One handle per fd number is all libuv allows, so:
+//! - TCP: a uv_tcp_t on the fd; reads complete straight into a caller's buffer
+//!   (recv_into), other read waits are readiness only. Writes wait on a uv_poll_t on a
+//!   private dup, made only when a write first blocks.
+//! - UDP: a uv_udp_t on the fd for read readiness; writes as TCP.
+//! - anything else (AF_UNIX, raw, pipes): one uv_poll_t on the fd, both directions.
 //!
-//! Handles by kind, created on the first wait, in the loop of the thread that waits:
-//! - TCP: a uv_tcp_t; reads complete straight into the caller's buffer, other read
-//!   waits are readiness only.
-//! - UDP: a uv_udp_t; read waits are readiness only.
-//! - anything else (AF_UNIX, raw, pipes): reads wait on the write watcher's kind.
-//! - writes, and reads of other kinds: a uv_poll_t.
-//!
-//! Another thread waits through a temporary watcher in its own loop, and a close from
-//! another thread is handed to the handles' own thread.
+//! Handles live in the loop of the thread that first waits. Another thread waits
+//! through a temporary watcher on a dup in its own loop, and a close from another
+//! thread hands the release to the handles' own thread and waits for it.
 
 use crate::handles::async_wakeup::Inbox;
 use crate::handles::poll::{FdWatcher, READABLE, WRITABLE};
@@ -30,7 +27,8 @@ use pyo3::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::os::raw::c_int;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -58,9 +56,12 @@ pub struct SocketIO {
 struct Handles {
     hub_id: usize,
     inbox: Arc<Inbox>,
-    tcp: Option<(TcpStream, c_int)>,
-    udp: Option<(UdpSocket, c_int)>,
+    tcp: Option<TcpStream>,
+    udp: Option<UdpSocket>,
+    /// The poll handle and the fd it watches: the socket's own (Other) or our dup.
     watcher: Option<(FdWatcher, c_int)>,
+    /// The dup we own, if `watcher` watches one.
+    dup: Option<c_int>,
 }
 
 // SAFETY: handles are only touched on their own hub's thread: other threads use
@@ -68,22 +69,36 @@ struct Handles {
 unsafe impl Send for Handles {}
 
 impl Handles {
-    /// Wakes every waiter with EBADF, closes the handles and their dups.
+    /// Wakes every waiter with EBADF and releases the handles (on their own thread);
+    /// the socket's fd stays open, our dup is closed.
     fn shut(self) {
         let ebadf = -libc::EBADF;
-        if let Some((w, fd)) = self.watcher {
+        if let Some((w, _)) = self.watcher {
             w.fail_all(ebadf);
             w.close();
+        }
+        if let Some(fd) = self.dup {
             sys::close(fd);
         }
-        if let Some((t, _)) = self.tcp {
-            t.fail_all(ebadf); // closing the handle closes its dup
-            t.close();
+        if let Some(t) = self.tcp {
+            t.fail_all(ebadf);
+            t.release();
         }
-        if let Some((u, _)) = self.udp {
+        if let Some(u) = self.udp {
             u.fail_all(ebadf);
-            u.close();
+            u.release();
         }
+    }
+
+    /// The handles' thread has ended and closing its loop released them: only our dup
+    /// is left to close.
+    fn abandon(self) {
+        if let Some(fd) = self.dup {
+            sys::close(fd);
+        }
+        std::mem::forget(self.tcp);
+        std::mem::forget(self.udp);
+        std::mem::forget(self.watcher);
     }
 }
 
@@ -95,7 +110,9 @@ unsafe impl Send for SocketIO {}
 
 impl Drop for SocketIO {
     fn drop(&mut self) {
-        self.drop_handles();
+        // Normally released already by close() (the socket's close or __del__).
+        let released = self.drop_handles(None);
+        debug_assert!(released);
     }
 }
 
@@ -135,7 +152,7 @@ impl SocketIO {
             .borrow()
             .as_ref()
             .and_then(|h| h.tcp.as_ref())
-            .is_some_and(|(t, _)| t.has_readers())
+            .is_some_and(|t| t.has_readers())
     }
 
     /// Our handles if they live in `hub`'s loop (made on first use); None if they
@@ -151,58 +168,93 @@ impl SocketIO {
                     tcp: None,
                     udp: None,
                     watcher: None,
+                    dup: None,
                 });
                 Ok(true)
             }
         }
     }
 
-    /// The handle for `dir` waits, created (on a fresh dup) on first use.
+    /// The handle for `dir` waits, created on first use.
     fn ensure_handle(&self, hub: &Hub, dir: Dir) -> PyResult<()> {
         let fd = self.check_open()?;
         let mut guard = self.handles.borrow_mut();
         let h = guard.as_mut().expect("home_handles ran first");
         let l = hub.uv_loop().raw();
-        let use_stream = dir == Dir::Read && self.kind != Kind::Other;
-        let present = if use_stream {
-            h.tcp.is_some() || h.udp.is_some()
-        } else {
-            h.watcher.is_some()
-        };
-        if present {
-            return Ok(());
+        match (dir, self.kind) {
+            (Dir::Read, Kind::Tcp) if h.tcp.is_none() => h.tcp = Some(TcpStream::open(l, fd)?),
+            (Dir::Read, Kind::Udp) if h.udp.is_none() => h.udp = Some(UdpSocket::open(l, fd)?),
+            (Dir::Read, Kind::Tcp | Kind::Udp) => {}
+            _ if h.watcher.is_some() => {}
+            (_, Kind::Other) => h.watcher = Some((FdWatcher::new(l, fd)?, fd)),
+            (Dir::Write, _) => {
+                let dup = sys::dup_cloexec(fd).map_err(os_error)?;
+                match FdWatcher::new(l, dup) {
+                    Ok(w) => {
+                        h.watcher = Some((w, dup));
+                        h.dup = Some(dup);
+                    }
+                    Err(e) => {
+                        sys::close(dup);
+                        return Err(e.into());
+                    }
+                }
+            }
         }
-        let dup = sys::dup_cloexec(fd).map_err(os_error)?;
-        let made = match (use_stream, self.kind) {
-            (true, Kind::Tcp) => TcpStream::open(l, dup).map(|t| h.tcp = Some((t, dup))),
-            (true, _) => UdpSocket::open(l, dup).map(|u| h.udp = Some((u, dup))),
-            (false, _) => FdWatcher::new(l, dup).map(|w| h.watcher = Some((w, dup))),
-        };
-        made.map_err(|e| {
-            sys::close(dup);
-            e.into()
-        })
+        Ok(())
     }
 
-    /// Shuts the handles down on their own thread (now, or through its hub's inbox).
-    fn drop_handles(&self) {
+    /// Releases the handles on their own thread: now, or by handing the release to
+    /// that thread's hub and waiting for it. Returns false if that thread did not answer
+    /// in time: the fd must then not be closed (libuv may still watch it).
+    fn drop_handles(&self, py: Option<Python<'_>>) -> bool {
         let Some(h) = self.handles.borrow_mut().take() else {
-            return;
+            return true;
         };
-        let here = Hub::existing().map(|hub| hub.id());
-        if here == Some(h.hub_id) {
+        if Hub::existing().map(|hub| hub.id()) == Some(h.hub_id) {
             h.shut();
-            return;
+            return true;
         }
-        let inbox = h.inbox.clone();
-        if let Err(task) = inbox.post_task(Box::new(move || h.shut())) {
-            // That thread has ended; closing its loop closed the handles and their dups.
-            std::mem::forget(task);
+        let done = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = done.clone();
+        let slot = Arc::new(Mutex::new(Some(h)));
+        let task_slot = slot.clone();
+        let inbox = slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|h| h.inbox.clone());
+        let posted = inbox.expect("just stored").post_task(Box::new(move || {
+            if let Some(h) = task_slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                h.shut();
+            }
+            *signal.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            signal.1.notify_all();
+        }));
+        if posted.is_err() {
+            // That thread has ended; closing its loop released the handles.
+            if let Some(h) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                h.abandon();
+            }
+            return true;
+        }
+        let wait = move || {
+            let (lock, cvar) = &*done;
+            let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (guard, _) = cvar
+                .wait_timeout_while(guard, Duration::from_secs(5), |finished| !*finished)
+                .unwrap_or_else(|e| e.into_inner());
+            *guard
+        };
+        match py {
+            Some(py) => py.detach(wait), // that hub may need the GIL to wake its waiters
+            None => wait(),
         }
     }
 
     /// Parks the current tasklet until the fd is ready for `dir`, or libuv has read
     /// into `buf` (a completion read, TCP only). Ok(None) means the deadline passed.
+    #[inline(always)]
     fn wait(
         &self,
         py: Python<'_>,
@@ -225,18 +277,18 @@ impl SocketIO {
             let guard = self.handles.borrow();
             let h = guard.as_ref().expect("made above");
             match (dir, &h.tcp, &h.udp, &h.watcher) {
-                (Dir::Read, Some((t, _)), _, _) if self.kind == Kind::Tcp => t.wait(w.clone())?,
-                (Dir::Read, _, Some((u, _)), _) if self.kind == Kind::Udp => u.wait(w.clone())?,
+                (Dir::Read, Some(t), _, _) if self.kind == Kind::Tcp => t.wait(w.clone())?,
+                (Dir::Read, _, Some(u), _) if self.kind == Kind::Udp => u.wait(w.clone())?,
                 (_, _, _, Some((x, _))) => x.wait(events, w.clone())?,
                 _ => unreachable!("ensure_handle made the handle for this direction"),
             }
         }
         let cancel = |w: &Rc<Waiter>| {
             if let Some(h) = self.handles.borrow().as_ref() {
-                if let Some((t, _)) = &h.tcp {
+                if let Some(t) = &h.tcp {
                     t.cancel(w);
                 }
-                if let Some((u, _)) = &h.udp {
+                if let Some(u) = &h.udp {
                     u.cancel(w);
                 }
                 if let Some((x, _)) = &h.watcher {
@@ -276,6 +328,7 @@ impl SocketIO {
     }
 
     /// Waits for readiness in `dir`; errors for timeouts, non-blocking mode and close.
+    #[inline(always)]
     fn wait_ready(&self, py: Python<'_>, dir: Dir, deadline: Option<f64>) -> PyResult<()> {
         if self.nonblocking() {
             return Err(would_block());
@@ -290,13 +343,24 @@ impl SocketIO {
     /// recv into `buf`. In blocking mode MSG_WAITALL waits for all `len` bytes (or EOF),
     /// as the kernel would on a blocking fd; with a timeout CPython's fd is non-blocking
     /// too, so it returns what one read gives.
-    fn recv_raw(&self, py: Python<'_>, buf: *mut u8, len: usize, flags: c_int) -> PyResult<usize> {
+    ///
+    /// `callers_buffer`: `buf` belongs to the caller (recv_into), so a TCP wait may be a
+    /// completion read into it. recv() allocates its buffer only once data is there, so
+    /// an idle connection holds no buffer while it waits.
+    fn recv_raw(
+        &self,
+        py: Python<'_>,
+        buf: *mut u8,
+        len: usize,
+        flags: c_int,
+        callers_buffer: bool,
+    ) -> PyResult<usize> {
         if flags & libc::MSG_WAITALL == 0 || self.timeout.get() >= 0.0 {
-            return self.recv_once(py, buf, len, flags);
+            return self.recv_once(py, buf, len, flags, callers_buffer);
         }
         let mut got = 0;
         while got < len {
-            let n = self.recv_once(py, buf.wrapping_add(got), len - got, flags)?;
+            let n = self.recv_once(py, buf.wrapping_add(got), len - got, flags, callers_buffer)?;
             if n == 0 {
                 break;
             }
@@ -305,32 +369,56 @@ impl SocketIO {
         Ok(got)
     }
 
-    /// One recv: the syscall first, then a completion read or a readiness wait.
-    fn recv_once(&self, py: Python<'_>, buf: *mut u8, len: usize, flags: c_int) -> PyResult<usize> {
-        let deadline = self.start_deadline();
+    /// The recv syscall, unless other readers wait first (FIFO) and this caller was not
+    /// just woken for its turn. None: it would block.
+    fn try_recv(
+        &self,
+        py: Python<'_>,
+        buf: *mut u8,
+        len: usize,
+        flags: c_int,
+        my_turn: bool,
+    ) -> PyResult<Option<usize>> {
         loop {
             let fd = self.check_open()?;
-            if !self.readers_waiting() {
-                match sys::recv(fd, buf, len, flags) {
-                    Ok(n) => return Ok(n),
-                    Err(libc::EINTR) => {
-                        py.check_signals()?;
-                        continue;
-                    }
-                    Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK => {}
-                    Err(e) => return Err(os_error(e)),
-                }
+            if !my_turn && self.readers_waiting() {
+                return Ok(None);
+            }
+            match sys::recv(fd, buf, len, flags) {
+                Ok(n) => return Ok(Some(n)),
+                Err(libc::EINTR) => py.check_signals()?,
+                Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK => return Ok(None),
+                Err(e) => return Err(os_error(e)),
+            }
+        }
+    }
+
+    /// One recv: the syscall first, then a completion read (into a caller's buffer) or a
+    /// readiness wait.
+    fn recv_once(
+        &self,
+        py: Python<'_>,
+        buf: *mut u8,
+        len: usize,
+        flags: c_int,
+        callers_buffer: bool,
+    ) -> PyResult<usize> {
+        let deadline = self.start_deadline();
+        let mut my_turn = false;
+        loop {
+            if let Some(n) = self.try_recv(py, buf, len, flags, my_turn)? {
+                return Ok(n);
             }
             if self.nonblocking() {
                 return Err(would_block());
             }
-            let completion = self.kind == Kind::Tcp && flags == 0 && len > 0;
+            let completion = callers_buffer && self.kind == Kind::Tcp && flags == 0 && len > 0;
             let outcome = self.wait(py, Dir::Read, completion.then_some((buf, len)), deadline)?;
             match outcome {
                 None => return Err(timeout_error()),
                 Some(Outcome::Read(n)) => return Ok(n),
                 Some(Outcome::Failed(e)) => return Err(os_error(-e)),
-                Some(Outcome::Ready) => {}
+                Some(Outcome::Ready) => my_turn = true,
             }
         }
     }
@@ -362,6 +450,7 @@ impl SocketIO {
 
 /// Parks `me` on `w` (already queued), bounded by `deadline`; `cancel` unqueues it
 /// afterwards whatever woke it. None: the deadline passed.
+#[inline(always)]
 fn park_waiter(
     py: Python<'_>,
     hub: &Hub,
@@ -437,9 +526,24 @@ impl SocketIO {
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffersize in recv"));
         }
-        let out = BytesBuilder::new(py, bufsize as usize)?;
-        let n = self.recv_raw(py, out.ptr(), bufsize as usize, flags)?;
-        out.finish(py, n)
+        let len = bufsize as usize;
+        if flags & libc::MSG_WAITALL != 0 && self.timeout.get() < 0.0 {
+            let out = BytesBuilder::new(py, len)?;
+            let n = self.recv_raw(py, out.ptr(), len, flags, false)?;
+            return out.finish(py, n);
+        }
+        // The buffer exists only around the syscall: an idle connection holds none.
+        let deadline = self.start_deadline();
+        let mut my_turn = false;
+        loop {
+            let out = BytesBuilder::new(py, len)?;
+            if let Some(n) = self.try_recv(py, out.ptr(), len, flags, my_turn)? {
+                return out.finish(py, n);
+            }
+            drop(out);
+            self.wait_ready(py, Dir::Read, deadline)?;
+            my_turn = true;
+        }
     }
 
     #[pyo3(signature = (buffer, nbytes=0, flags=0))]
@@ -464,7 +568,7 @@ impl SocketIO {
                 "buffer too small for requested bytes",
             ));
         }
-        self.recv_raw(py, buf.ptr(), want, flags)
+        self.recv_raw(py, buf.ptr(), want, flags, true)
     }
 
     #[pyo3(signature = (data, flags=0))]
@@ -511,9 +615,11 @@ impl SocketIO {
     }
 
     /// Before the socket closes or detaches its fd: wakes every waiter with EBADF and
-    /// drops the handles (closing their dups). The fd itself is the caller's to close.
-    fn close(&self) {
-        self.drop_handles();
+    /// releases the handles, so libuv no longer watches the fd. Returns False only if the
+    /// handles' thread did not answer: then the fd must be left open (not closed).
+    fn close(&self, py: Python<'_>) -> bool {
+        let released = self.drop_handles(Some(py));
         self.fd.set(-1);
+        released
     }
 }

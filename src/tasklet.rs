@@ -137,19 +137,30 @@ impl Tasklet {
         Ok(hub)
     }
 
-    /// Called by the hub when the greenlet first runs: the tasklet's whole life.
-    pub(crate) fn run_body(&self, py: Python<'_>) -> PyResult<()> {
-        if let Some(err) = self.pending.borrow_mut().take() {
-            return Err(err);
-        }
-        let func = self.func.borrow().as_ref().map(|f| f.clone_ref(py));
-        let args = self.args.borrow_mut().take();
-        let kwargs = self.kwargs.borrow_mut().take();
-        let Some(func) = func else { return Ok(()) };
-        let args = args.map_or_else(|| PyTuple::empty(py), |a| a.into_bound(py));
-        func.bind(py)
-            .call(args, kwargs.as_ref().map(|k| k.bind(py)))
-            .map(|_| ())
+    /// The arguments of the first switch into the greenlet (taken: used once).
+    pub(crate) fn take_call_args<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> (Bound<'py, PyTuple>, Option<Bound<'py, PyDict>>) {
+        let args = self
+            .args
+            .borrow_mut()
+            .take()
+            .map_or_else(|| PyTuple::empty(py), |a| a.into_bound(py));
+        let kwargs = self.kwargs.borrow_mut().take().map(|k| k.into_bound(py));
+        (args, kwargs)
+    }
+
+    /// A tasklet of ours whose greenlet has run and ended.
+    pub(crate) fn has_finished(&self, py: Python<'_>) -> bool {
+        !self.foreign
+            && self.started.get()
+            && self.place.get() != Place::Dead
+            && self
+                .greenlet
+                .borrow()
+                .as_ref()
+                .is_some_and(|g| !greenlet::is_active(g.bind(py)))
     }
 
     /// Drops everything a finished tasklet held.
@@ -171,7 +182,11 @@ impl Tasklet {
 
     /// Gives the tasklet a fresh greenlet (under the hub greenlet) to run its function on.
     fn make_alive(&self, py: Python<'_>, hub: &Hub) -> PyResult<()> {
-        *self.greenlet.borrow_mut() = Some(hub.new_tasklet_greenlet(py)?);
+        let func = self.func.borrow().as_ref().map(|f| f.clone_ref(py));
+        let Some(func) = func else {
+            return Err(PyTypeError::new_err("tasklet function must be a callable"));
+        };
+        *self.greenlet.borrow_mut() = Some(hub.new_tasklet_greenlet(py, func.bind(py))?);
         self.started.set(false);
         self.alive.set(true);
         self.place.set(Place::Paused);
@@ -266,9 +281,12 @@ impl Tasklet {
             check_callable(f)?;
             *t.func.borrow_mut() = Some(f.clone().unbind());
         }
-        if args.is_some() || kwargs.is_some() {
+        let with_args = args.is_some() || kwargs.is_some();
+        if with_args {
             t.bind_args(to_tuple(args)?, kwargs.map(Bound::unbind));
-            t.make_alive(py, hub)?;
+        }
+        if with_args || t.alive.get() {
+            t.make_alive(py, hub)?; // a fresh greenlet for the (new) function
         }
         Ok(slf.clone())
     }
@@ -631,15 +649,4 @@ pub(crate) fn explode(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
         Ok(b) => Err(b.get().to_err(py)),
         Err(_) => Ok(value),
     }
-}
-
-/// Entry point of every tasklet greenlet: greenlet calls it with the tasklet on first switch.
-#[pyfunction]
-pub(crate) fn _tasklet_main(py: Python<'_>, tasklet: Py<Tasklet>) -> PyResult<()> {
-    let hub = Hub::get(py)?;
-    let g = greenlet::current(py)?;
-    hub.remember(py, &g, &tasklet);
-    let result = tasklet.get().run_body(py);
-    hub.tasklet_finished(py, &tasklet, result);
-    Ok(())
 }

@@ -208,12 +208,28 @@ class socket(_StdlibSocket):
     # -- lifecycle -----------------------------------------------------------
 
     def _real_close(self, _ss=_CSocket):
-        self._io.close()  # waiters get EBADF; libuv stops watching first
-        _ss.close(self)
+        # Waiters get EBADF, and libuv lets go of the fd before it closes.
+        if self._io.close():
+            _ss.close(self)
+        else:
+            # Another thread's hub still watches the fd and did not let go in time:
+            # closing it now could crash that loop, so the fd is left open.
+            _ss.detach(self)
 
     def detach(self):
         self._io.close()
         return super().detach()
+
+    def __del__(self):
+        # libuv must let go of the fd before CPython's finalizer closes it.
+        try:
+            io = self._io
+        except AttributeError:  # __init__ failed before the machinery existed
+            pass
+        else:
+            if io.fileno >= 0:
+                io.close()
+        _CSocket.__del__(self)
 
     # -- sendfile and ioctl --------------------------------------------------
 

@@ -612,3 +612,68 @@ def test_a_socket_used_from_a_real_thread():
         a.sendall(b"hello")
         th.join(5)
         assert got == [b"hello"]
+
+
+def test_a_waiting_socket_costs_no_extra_fd():
+    a, b = tcp_pair()
+    with a, b:
+        before = open_fds()
+        t = sl.tasklet(b.recv)(10)
+        sl.schedule()
+        assert t.blocked and b._io.has_stream_handle
+        assert open_fds() == before  # libuv watches the socket's own fd
+        a.sendall(b"x")
+        sl.run()
+
+
+def test_collecting_an_unclosed_waited_on_socket_is_safe():
+    a, b = tcp_pair()
+    sl.tasklet(lambda: (sl.sleep(0.01), a.sendall(b"x")))()
+    assert b.recv(1) == b"x"  # b now has a libuv handle on its fd
+    fd = b.fileno()
+    with pytest.warns(ResourceWarning):
+        del b
+        gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    # the number is free again; a new socket that gets it works on the same loop
+    c, d = tcp_pair()
+    with a, c, d:
+        sl.tasklet(lambda: (sl.sleep(0.01), c.sendall(b"new")))()
+        assert d.recv(3) == b"new"
+
+
+def test_close_from_another_thread_wakes_the_waiter():
+    a, b = tcp_pair()
+    errors = []
+
+    def reader():
+        try:
+            b.recv(1)
+        except OSError as e:
+            errors.append(e.errno)
+
+    with a:
+        sl.tasklet(reader)()
+        sl.schedule()
+        fd = b.fileno()
+        th = threading.Thread(target=b.close)
+        th.start()
+        sl.run()  # the reader is woken with EBADF by the release handed over to us
+        th.join(5)
+        assert errors == [errno.EBADF]
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_a_socket_outlives_the_thread_that_waited_on_it():
+    a, b = tcp_pair()
+    with a, b:
+        th = threading.Thread(target=lambda: b.recv(1))
+        th.start()
+        time.sleep(0.05)
+        a.sendall(b"1")
+        th.join(5)
+        # that thread's loop is gone; the fd is still b's and still works here
+        sl.tasklet(lambda: (sl.sleep(0.01), a.sendall(b"2")))()
+        assert b.recv(1) == b"2"

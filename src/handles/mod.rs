@@ -11,3 +11,29 @@ pub mod udp;
 pub mod uv_loop;
 pub mod waiters;
 pub mod work;
+
+use libuv_sys2 as uv;
+
+/// Takes a socket fd back from a libuv stream or udp handle that was given it with
+/// uv_tcp_open/uv_udp_open, so that closing the handle leaves the fd open: the epoll
+/// registration is removed while the fd is still open, and the watcher forgets the fd
+/// (libuv's close paths skip an fd of -1). Reading must already be stopped.
+///
+/// # Safety
+/// `w` must be the io watcher of a live, stopped handle of loop `l`, on `l`'s thread.
+pub(crate) unsafe fn fd_release(l: *mut uv::uv_loop_t, w: *mut uv::uv__io_t) {
+    // SAFETY: per the contract; epoll_ctl only reads its arguments, and a DEL that fails
+    // (never registered) is harmless.
+    unsafe {
+        let fd = (*w).fd;
+        if fd >= 0 {
+            libc::epoll_ctl(
+                uv::uv_backend_fd(l),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            );
+            (*w).fd = -1;
+        }
+    }
+}

@@ -5,7 +5,8 @@
 //! readiness waiter (MSG_PEEK, accept, recvmsg, ...) offers an empty buffer, which
 //! libuv answers with UV_ENOBUFS on readability without reading.
 //!
-//! Once adopted, libuv owns the fd: closing the handle closes it.
+//! The handle watches the socket's own fd but never owns it: `release` takes the fd
+//! back from libuv before the handle closes, so only the socket object closes it.
 
 use super::handle::{check, Handle, UvError};
 use super::waiters::{Outcome, WaitQueue, Waiter};
@@ -21,7 +22,7 @@ pub struct TcpState {
 pub struct TcpStream(Handle<uv::uv_tcp_t, TcpState>);
 
 impl TcpStream {
-    /// Adopts `fd`; from here on closing this handle closes the fd.
+    /// Watches `fd` (which stays the caller's to close, after `release`).
     pub fn open(l: *mut uv::uv_loop_t, fd: c_int) -> Result<Self, UvError> {
         // SAFETY: l is a live loop; the handle memory is allocated by Handle::new.
         let h = Handle::new(TcpState::default(), |raw| unsafe {
@@ -29,7 +30,7 @@ impl TcpStream {
         })?;
         // SAFETY: live, initialised tcp handle; fd is a stream socket the caller hands over.
         if let Err(e) = check(unsafe { uv::uv_tcp_open(h.raw(), fd as uv::uv_os_sock_t) }) {
-            h.close(); // the fd was not adopted, so this does not close it
+            h.close(); // the fd was not taken, so this does not close it
             return Err(e);
         }
         Ok(TcpStream(h))
@@ -75,8 +76,14 @@ impl TcpStream {
         unsafe { uv::uv_read_stop(self.0.raw().cast()) };
     }
 
-    /// Closes the handle, and with it the fd.
-    pub fn close(self) {
+    /// Wakes nobody, stops watching, hands the fd back, and closes the handle; the fd
+    /// stays open. Must run before the fd itself is closed.
+    pub fn release(self) {
+        // SAFETY: live stream on its own loop; see fd_release for the field access.
+        unsafe {
+            uv::uv_read_stop(self.0.raw().cast());
+            super::fd_release(self.0.uv_loop(), &raw mut (*self.0.raw()).io_watcher);
+        }
         self.0.close();
     }
 }

@@ -3,7 +3,7 @@
 //! datagram; the socket layer then calls recvfrom/recvmsg itself, which keeps
 //! CPython's address handling, flags and truncation rules exactly.
 //!
-//! Once adopted, libuv owns the fd: closing the handle closes it.
+//! As with TCP, the handle watches the socket's own fd but never owns it.
 
 use super::handle::{check, Handle, UvError};
 use super::waiters::{Outcome, WaitQueue, Waiter};
@@ -19,7 +19,7 @@ pub struct UdpState {
 pub struct UdpSocket(Handle<uv::uv_udp_t, UdpState>);
 
 impl UdpSocket {
-    /// Adopts `fd`; from here on closing this handle closes the fd.
+    /// Watches `fd` (which stays the caller's to close, after `release`).
     pub fn open(l: *mut uv::uv_loop_t, fd: c_int) -> Result<Self, UvError> {
         // SAFETY: l is a live loop; the handle memory is allocated by Handle::new.
         let h = Handle::new(UdpState::default(), |raw| unsafe {
@@ -62,7 +62,13 @@ impl UdpSocket {
         unsafe { uv::uv_udp_recv_stop(self.0.raw()) };
     }
 
-    pub fn close(self) {
+    /// Stops watching, hands the fd back and closes the handle; the fd stays open.
+    pub fn release(self) {
+        // SAFETY: live handle on its own loop; see fd_release for the field access.
+        unsafe {
+            uv::uv_udp_recv_stop(self.0.raw());
+            super::fd_release(self.0.uv_loop(), &raw mut (*self.0.raw()).io_watcher);
+        }
         self.0.close();
     }
 }

@@ -71,13 +71,27 @@ impl Loop {
 
     /// Thread exit: closes every handle still open (their Rust state is leaked, since the
     /// stacks that own them will never run again), finishes the closes and frees the loop.
+    /// TCP and UDP handles give their sockets' fds back first: the sockets outlive us.
     pub fn close_at_thread_exit(&self) {
         unsafe extern "C" fn close_one(h: *mut uv::uv_handle_t, _arg: *mut c_void) {
             // SAFETY: h is a live handle of this loop; a NULL close callback frees nothing.
             unsafe {
-                if uv::uv_is_closing(h) == 0 {
-                    uv::uv_close(h, None);
+                if uv::uv_is_closing(h) != 0 {
+                    return;
                 }
+                let l = (*h).loop_;
+                match (*h).type_ {
+                    uv::uv_handle_type_UV_TCP => {
+                        uv::uv_read_stop(h.cast());
+                        super::fd_release(l, &raw mut (*(h as *mut uv::uv_tcp_t)).io_watcher);
+                    }
+                    uv::uv_handle_type_UV_UDP => {
+                        uv::uv_udp_recv_stop(h.cast());
+                        super::fd_release(l, &raw mut (*(h as *mut uv::uv_udp_t)).io_watcher);
+                    }
+                    _ => {}
+                }
+                uv::uv_close(h, None);
             }
         }
         // SAFETY: live loop owned by this (exiting) thread; nothing else will run it.

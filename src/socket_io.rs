@@ -608,6 +608,22 @@ impl SocketIO {
         self.wait_ready(py, Dir::Write, deadline)
     }
 
+    /// Drops the write watcher and its private dup if nobody waits on it: after a
+    /// connect, a client socket should cost one fd, not two.
+    fn drop_write_watcher(&self) {
+        let mut guard = self.handles.borrow_mut();
+        let Some(h) = guard.as_mut() else { return };
+        if h.dup.is_none() || h.watcher.as_ref().is_some_and(|(w, _)| w.has_waiters()) {
+            return;
+        }
+        if let Some((w, _)) = h.watcher.take() {
+            w.close();
+        }
+        if let Some(fd) = h.dup.take() {
+            sys::close(fd);
+        }
+    }
+
     /// FIONREAD: bytes readable now. Nothing is ever read ahead, so the kernel's count
     /// is the whole truth.
     fn bytes_readable(&self) -> PyResult<c_int> {

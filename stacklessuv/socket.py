@@ -177,7 +177,10 @@ class socket(_StdlibSocket):
         except BlockingIOError:
             if io.timeout == 0.0:
                 raise
-        io.wait_writable(io.deadline())
+        try:
+            io.wait_writable(io.deadline())
+        finally:
+            io.drop_write_watcher()
         err = self.getsockopt(SOL_SOCKET, SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))

@@ -677,3 +677,29 @@ def test_a_socket_outlives_the_thread_that_waited_on_it():
         # that thread's loop is gone; the fd is still b's and still works here
         sl.tasklet(lambda: (sl.sleep(0.01), a.sendall(b"2")))()
         assert b.recv(1) == b"2"
+
+
+def test_a_connected_client_costs_one_fd():
+    srv = gs.create_server(("127.0.0.1", 0))
+    with srv:
+        before = open_fds()
+        c = gs.create_connection(srv.getsockname())
+        s, _ = srv.accept()
+        with c, s:
+            assert open_fds() == before + 2  # the client and the accepted socket, no dups
+
+
+@pytest.mark.skipif(not stdlib.has_ipv6, reason="no IPv6")
+def test_ipv6_echo():
+    try:
+        srv = gs.create_server(("::1", 0), family=gs.AF_INET6)
+    except OSError:
+        pytest.skip("no ::1")
+    with srv:
+        addr = srv.getsockname()
+        assert len(addr) == 4
+        sl.tasklet(lambda: (lambda c: (c[0].sendall(c[0].recv(10)), c[0].close()))(srv.accept()))()
+        with gs.create_connection(("::1", addr[1])) as c:
+            c.sendall(b"six")
+            assert c.recv(10) == b"six"
+        sl.run()

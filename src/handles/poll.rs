@@ -52,6 +52,11 @@ impl FdWatcher {
         let _ = self.update();
     }
 
+    pub fn has_waiters(&self) -> bool {
+        let st = self.0.state();
+        !(st.readers.is_empty() && st.writers.is_empty())
+    }
+
     /// Every waiter fails with `err` (the socket is being closed).
     pub fn fail_all(&self, err: c_int) {
         let st = self.0.state();

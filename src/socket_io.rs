@@ -181,9 +181,22 @@ impl SocketIO {
         let mut guard = self.handles.borrow_mut();
         let h = guard.as_mut().expect("home_handles ran first");
         let l = hub.uv_loop().raw();
+        // uv_tcp_open/uv_udp_open set O_NONBLOCK; the flag stays what CPython's mode says
+        // (our own syscalls pass MSG_DONTWAIT, and libuv reads only once per wake-up).
+        let was_nonblocking = sys::is_nonblocking(fd);
+        let restore = |r: Result<(), crate::handles::handle::UvError>| {
+            if !was_nonblocking {
+                let _ = sys::set_nonblocking(fd, false);
+            }
+            r
+        };
         match (dir, self.kind) {
-            (Dir::Read, Kind::Tcp) if h.tcp.is_none() => h.tcp = Some(TcpStream::open(l, fd)?),
-            (Dir::Read, Kind::Udp) if h.udp.is_none() => h.udp = Some(UdpSocket::open(l, fd)?),
+            (Dir::Read, Kind::Tcp) if h.tcp.is_none() => {
+                restore(TcpStream::open(l, fd).map(|t| h.tcp = Some(t)))?
+            }
+            (Dir::Read, Kind::Udp) if h.udp.is_none() => {
+                restore(UdpSocket::open(l, fd).map(|u| h.udp = Some(u)))?
+            }
             (Dir::Read, Kind::Tcp | Kind::Udp) => {}
             _ if h.watcher.is_some() => {}
             (_, Kind::Other) => h.watcher = Some((FdWatcher::new(l, fd)?, fd)),
@@ -409,7 +422,7 @@ impl SocketIO {
             if let Some(n) = self.try_recv(py, buf, len, flags, my_turn)? {
                 return Ok(n);
             }
-            if self.nonblocking() {
+            if self.nonblocking() || flags & libc::MSG_DONTWAIT != 0 {
                 return Err(would_block());
             }
             let completion = callers_buffer && self.kind == Kind::Tcp && flags == 0 && len > 0;
@@ -442,6 +455,9 @@ impl SocketIO {
                 }
                 Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK => {}
                 Err(e) => return Err(os_error(e)),
+            }
+            if flags & libc::MSG_DONTWAIT != 0 {
+                return Err(would_block());
             }
             self.wait_ready(py, Dir::Write, deadline)?;
         }
@@ -541,6 +557,9 @@ impl SocketIO {
                 return out.finish(py, n);
             }
             drop(out);
+            if flags & libc::MSG_DONTWAIT != 0 {
+                return Err(would_block());
+            }
             self.wait_ready(py, Dir::Read, deadline)?;
             my_turn = true;
         }
@@ -606,6 +625,11 @@ impl SocketIO {
     #[pyo3(signature = (deadline=None))]
     fn wait_writable(&self, py: Python<'_>, deadline: Option<f64>) -> PyResult<()> {
         self.wait_ready(py, Dir::Write, deadline)
+    }
+
+    /// Sets or clears O_NONBLOCK on the fd (for calls that cannot take MSG_DONTWAIT).
+    fn set_fd_nonblocking(&self, on: bool) -> PyResult<()> {
+        sys::set_nonblocking(self.check_open()?, on).map_err(os_error)
     }
 
     /// Drops the write watcher and its private dup if nobody waits on it: after a

@@ -21,9 +21,10 @@ pub fn os_error(code: c_int) -> PyErr {
     PyOSError::new_err((code, msg))
 }
 
+/// recv(2) that never blocks, whatever the fd's O_NONBLOCK flag says.
 pub fn recv(fd: c_int, buf: *mut u8, len: usize, flags: c_int) -> Result<usize, c_int> {
     // SAFETY: the caller guarantees buf points at len writable bytes for the call.
-    let n = unsafe { libc::recv(fd, buf.cast(), len, flags) };
+    let n = unsafe { libc::recv(fd, buf.cast(), len, flags | libc::MSG_DONTWAIT) };
     if n < 0 {
         Err(errno())
     } else {
@@ -31,9 +32,10 @@ pub fn recv(fd: c_int, buf: *mut u8, len: usize, flags: c_int) -> Result<usize, 
     }
 }
 
+/// send(2) that never blocks, whatever the fd's O_NONBLOCK flag says.
 pub fn send(fd: c_int, buf: *const u8, len: usize, flags: c_int) -> Result<usize, c_int> {
     // SAFETY: the caller guarantees buf points at len readable bytes for the call.
-    let n = unsafe { libc::send(fd, buf.cast(), len, flags) };
+    let n = unsafe { libc::send(fd, buf.cast(), len, flags | libc::MSG_DONTWAIT) };
     if n < 0 {
         Err(errno())
     } else {
@@ -50,6 +52,31 @@ pub fn dup_cloexec(fd: c_int) -> Result<c_int, c_int> {
     } else {
         Ok(n)
     }
+}
+
+pub fn is_nonblocking(fd: c_int) -> bool {
+    // SAFETY: F_GETFL only reads the file's status flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
+}
+
+pub fn set_nonblocking(fd: c_int, on: bool) -> Result<(), c_int> {
+    // SAFETY: F_GETFL/F_SETFL only read and write the file's status flags.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Err(errno());
+        }
+        let new = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        if new != flags && libc::fcntl(fd, libc::F_SETFL, new) < 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
 }
 
 pub fn close(fd: c_int) {

@@ -4,9 +4,9 @@ Every public name of ``socket`` is here. ``socket.socket`` subclasses the stdlib
 so ``isinstance`` checks, ``makefile``, ``dup``, ``__repr__`` and the close/refcount
 rules are CPython's own. What differs, and why:
 
-- The fd is always non-blocking at the OS level; ``settimeout``/``setblocking``
-  emulate the modes CPython offers, and a blocking call parks only the calling
-  tasklet (see ``_uv.SocketIO``).
+- ``settimeout``/``setblocking`` set the fd's O_NONBLOCK flag as CPython does, but
+  every call is made without blocking (MSG_DONTWAIT, or O_NONBLOCK held for the call)
+  and a blocking call parks only the calling tasklet (see ``_uv.SocketIO``).
 - Names given to ``connect``/``sendto``/``bind`` are resolved with the green resolver
   first (CPython would call the blocking getaddrinfo inside the C call).
 - ``getaddrinfo``/``getnameinfo`` run on libuv's thread pool; ``gethostbyname_ex``,
@@ -18,6 +18,7 @@ rules are CPython's own. What differs, and why:
 """
 
 import _socket
+import operator
 import os
 import socket as _stdlib
 import time
@@ -58,6 +59,7 @@ FIONREAD = 0x541B
 FIONBIO = 0x5421
 
 _INET = (AF_INET, AF_INET6)
+_index = operator.index
 
 
 def _kind(family, type):
@@ -77,7 +79,8 @@ class socket(_StdlibSocket):
     def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
         super().__init__(family, type, proto, fileno)
         timeout = _c_gettimeout(self)  # the default timeout CPython applied
-        _c_settimeout(self, 0.0)  # the fd itself never blocks
+        if timeout:
+            _c_settimeout(self, 0.0)  # the C object must never poll by itself
         self._io = _uv.SocketIO(_c_fileno(self), _kind(_c_family(self), _c_type(self)))
         self._io.timeout = timeout
 
@@ -91,9 +94,13 @@ class socket(_StdlibSocket):
         return self._io.timeout
 
     def settimeout(self, value):
-        _c_settimeout(self, value)  # CPython validates and normalises
-        self._io.timeout = _c_gettimeout(self)
-        _c_settimeout(self, 0.0)
+        # CPython validates, normalises and sets O_NONBLOCK as its mode wants; its own
+        # timeout stays 0 or None so that its methods never poll by themselves.
+        _c_settimeout(self, value)
+        timeout = _c_gettimeout(self)
+        if timeout:
+            _c_settimeout(self, 0.0)
+        self._io.timeout = timeout
 
     def setblocking(self, flag):
         self.settimeout(None if flag else 0.0)
@@ -117,7 +124,9 @@ class socket(_StdlibSocket):
 
     # -- everything else: CPython's C method, retried after a green wait -----
 
-    def _retry(self, method, read, *args):
+    def _retry(self, method, read, flags, *args):
+        """CPython's C method, made non-blocking, retried after green waits (unless the
+        socket is non-blocking or the caller passed MSG_DONTWAIT)."""
         io = self._io
         deadline = io.deadline()
         wait = io.wait_readable if read else io.wait_writable
@@ -125,36 +134,61 @@ class socket(_StdlibSocket):
             try:
                 return method(self, *args)
             except BlockingIOError:
-                if io.timeout == 0.0:
+                if io.timeout == 0.0 or flags & MSG_DONTWAIT:
                     raise
                 wait(deadline)
 
+    def _nonblocking_call(self, func, *args):
+        """func(*args) with O_NONBLOCK held on the fd (for calls that take no flags)."""
+        io = self._io
+        if io.timeout is not None:
+            return func(*args)  # the fd is non-blocking already
+        io.set_fd_nonblocking(True)
+        try:
+            return func(*args)
+        finally:
+            if self.fileno() >= 0:
+                io.set_fd_nonblocking(False)
+
     def recvfrom(self, bufsize, flags=0):
-        return self._retry(_CSocket.recvfrom, True, bufsize, flags)
+        flags = _index(flags)
+        return self._retry(_CSocket.recvfrom, True, flags, bufsize, flags | MSG_DONTWAIT)
 
     def recvfrom_into(self, buffer, nbytes=0, flags=0):
-        return self._retry(_CSocket.recvfrom_into, True, buffer, nbytes, flags)
+        flags = _index(flags)
+        return self._retry(
+            _CSocket.recvfrom_into, True, flags, buffer, nbytes, flags | MSG_DONTWAIT
+        )
 
     def recvmsg(self, bufsize, ancbufsize=0, flags=0):
-        return self._retry(_CSocket.recvmsg, True, bufsize, ancbufsize, flags)
+        flags = _index(flags)
+        return self._retry(_CSocket.recvmsg, True, flags, bufsize, ancbufsize, flags | MSG_DONTWAIT)
 
     def recvmsg_into(self, buffers, ancbufsize=0, flags=0):
-        return self._retry(_CSocket.recvmsg_into, True, buffers, ancbufsize, flags)
+        flags = _index(flags)
+        return self._retry(
+            _CSocket.recvmsg_into, True, flags, buffers, ancbufsize, flags | MSG_DONTWAIT
+        )
 
-    def sendto(self, data, flags_or_address, address=None):
-        if address is None:
-            address = self._resolve(flags_or_address)
-            return self._retry(_CSocket.sendto, False, data, address)
-        return self._retry(_CSocket.sendto, False, data, flags_or_address, self._resolve(address))
+    def sendto(self, data, *args):
+        if len(args) == 1:
+            flags, address = 0, args[0]
+        elif len(args) == 2:
+            flags, address = _index(args[0]), args[1]
+        else:
+            raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args) + 1} given)")
+        address = self._resolve(address)
+        return self._retry(_CSocket.sendto, False, flags, data, flags | MSG_DONTWAIT, address)
 
     def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
-        if address is None:
-            return self._retry(_CSocket.sendmsg, False, buffers, ancdata, flags)
-        address = self._resolve(address)
-        return self._retry(_CSocket.sendmsg, False, buffers, ancdata, flags, address)
+        flags = _index(flags)
+        extra = () if address is None else (self._resolve(address),)
+        return self._retry(
+            _CSocket.sendmsg, False, flags, buffers, ancdata, flags | MSG_DONTWAIT, *extra
+        )
 
     def _accept(self):
-        return self._retry(_CSocket._accept, True)
+        return self._nonblocking_call(self._retry, _CSocket._accept, True, 0)
 
     def accept(self):
         fd, addr = self._accept()
@@ -169,7 +203,9 @@ class socket(_StdlibSocket):
         _CSocket.bind(self, self._resolve(address))
 
     def connect(self, address):
-        address = self._resolve(address)
+        self._nonblocking_call(self._connect, self._resolve(address))
+
+    def _connect(self, address):
         io = self._io
         try:
             _CSocket.connect(self, address)
@@ -206,7 +242,8 @@ class socket(_StdlibSocket):
             host = host.decode("idna")
         if not isinstance(host, str) or host in ("", "<broadcast>") or _is_numeric(host):
             return address
-        infos = getaddrinfo(host, address[1], _c_family(self), _c_type(self))
+        # the host only: CPython checks the port itself (OverflowError and friends)
+        infos = getaddrinfo(host, None, _c_family(self), _c_type(self))
         return (infos[0][4][0],) + tuple(address[1:])
 
     # -- lifecycle -----------------------------------------------------------
@@ -239,6 +276,9 @@ class socket(_StdlibSocket):
 
     def _sendfile_use_sendfile(self, file, offset=0, count=None):
         """os.sendfile, the real syscall, with green waits (CPython's logic otherwise)."""
+        return self._nonblocking_call(self._sendfile, file, offset, count)
+
+    def _sendfile(self, file, offset, count):
         self._check_sendfile_params(file, offset, count)
         sockno = self.fileno()
         try:
@@ -310,7 +350,8 @@ class socket(_StdlibSocket):
         )
 
 
-SocketType = socket
+# As in CPython, SocketType is the C type, not the class.
+SocketType = _CSocket
 
 
 def _is_numeric(host):
@@ -359,29 +400,38 @@ def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
 
 def getnameinfo(sockaddr, flags):
     """socket.getnameinfo: CPython's own function, run on libuv's thread pool."""
+    if not isinstance(sockaddr, tuple):
+        # the traceback keeps this frame; unlike CPython's C check it must not keep
+        # the argument alive
+        del sockaddr
+        raise TypeError("getnameinfo() argument 1 must be a tuple")
     return _in_threadpool(_socket.getnameinfo, sockaddr, flags)
 
 
 def _in_threadpool(func, *args):
     result = ThreadResult()
     _uv.run_in_threadpool(result, func, args)
-    return result.wait()
+    try:
+        return result.wait()
+    finally:
+        del result  # an exception's traceback must not keep the arguments alive
 
 
 def gethostbyname(hostname):
     """The first IPv4 address of a name, as CPython's C function finds it (numeric and
     special names are answered without a lookup)."""
     if isinstance(hostname, str) and (hostname in ("", "<broadcast>") or _is_numeric(hostname)):
-        return _stdlib.gethostbyname(hostname)
-    return _in_threadpool(_stdlib.gethostbyname, hostname)
+        return _socket.gethostbyname(hostname)
+    return _in_threadpool(_socket.gethostbyname, hostname)
 
 
+# The C functions from _socket: the stdlib module's names may be ours once patched.
 def gethostbyname_ex(hostname):
-    return _in_threadpool(_stdlib.gethostbyname_ex, hostname)
+    return _in_threadpool(_socket.gethostbyname_ex, hostname)
 
 
 def gethostbyaddr(ip_address):
-    return _in_threadpool(_stdlib.gethostbyaddr, ip_address)
+    return _in_threadpool(_socket.gethostbyaddr, ip_address)
 
 
 # -- CPython's own functions, run against this module's names ------------------

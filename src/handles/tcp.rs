@@ -111,7 +111,13 @@ unsafe extern "C" fn on_read(s: *mut uv::uv_stream_t, nread: isize, _buf: *const
     let enobufs = uv::uv_errno_t_UV_ENOBUFS as isize;
     match nread {
         0 => return, // EAGAIN: nothing was read, the buffer is still the first waiter's
-        n if n > 0 => st.readers.complete_first(l, Outcome::Read(n as usize)),
+        n if n > 0 => {
+            st.readers.complete_first(l, Outcome::Read(n as usize));
+            // libuv would read again at once for the next waiter, which on an fd that
+            // CPython's mode keeps blocking could block the thread: the others retry
+            // their own non-blocking syscall instead.
+            st.readers.complete_all(l, Outcome::Ready);
+        }
         n if n == eof => st.readers.complete_first(l, Outcome::Read(0)),
         n if n == enobufs => st.readers.complete_first(l, Outcome::Ready),
         n => {

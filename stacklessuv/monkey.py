@@ -1,0 +1,103 @@
+"""Monkey patching: make unmodified blocking-style code run as tasklets.
+
+``patch_all()`` replaces, in the stdlib modules themselves, the names that block, so
+that ``import socket`` anywhere (before or after patching) sees green versions. Code
+that copied a name out of a module before patching (``from socket import socket``)
+keeps the original; patch as early as possible, or run the program with
+``python -m stacklessuv``.
+
+Implemented so far: socket, dns, time. The other ``patch_all`` flags are accepted and
+do nothing yet (select, ssl, thread, queue, signal); ``is_patched`` tells which
+patches are in effect.
+"""
+
+import importlib
+
+_originals = {}  # (module name, attribute) -> the value before patching
+_patched = set()
+
+# Only the class: socket's own create_connection, socketpair, fromfd, ... look it and
+# getaddrinfo up in the module at call time, so they make green sockets as they are
+# (and tests that replace socket.socket with a mock keep working).
+SOCKET_NAMES = ("socket",)
+DNS_NAMES = (
+    "getaddrinfo",
+    "getnameinfo",
+    "gethostbyname",
+    "gethostbyname_ex",
+    "gethostbyaddr",
+    "getfqdn",
+)
+
+
+def _patch(module_name, name, value):
+    module = importlib.import_module(module_name)
+    key = (module_name, name)
+    if key not in _originals:
+        _originals[key] = getattr(module, name, None)
+    setattr(module, name, value)
+
+
+def get_original(module_name, name):
+    """The value ``module_name.name`` had before stacklessuv patched it."""
+    key = (module_name, name)
+    if key in _originals:
+        return _originals[key]
+    return getattr(importlib.import_module(module_name), name)
+
+
+def is_patched(name):
+    """Whether the patch called ``name`` ("socket", "dns", "time", ...) is in effect."""
+    return name in _patched
+
+
+def patch_socket(dns=True):
+    """socket.socket and the functions that make sockets become green."""
+    if "socket" not in _patched:
+        from stacklessuv import socket as green
+
+        for name in SOCKET_NAMES:
+            _patch("socket", name, getattr(green, name))
+        _patched.add("socket")
+    if dns:
+        patch_dns()
+
+
+def patch_dns():
+    """Name resolution runs on libuv's thread pool."""
+    if "dns" in _patched:
+        return
+    from stacklessuv import socket as green
+
+    for name in DNS_NAMES:
+        _patch("socket", name, getattr(green, name))
+    _patched.add("dns")
+
+
+def patch_time():
+    """time.sleep parks only the calling tasklet."""
+    if "time" in _patched:
+        return
+    from stacklessuv import sleep
+
+    _patch("time", "sleep", sleep)
+    _patched.add("time")
+
+
+def patch_all(
+    socket=True,
+    dns=True,
+    time=True,
+    select=True,
+    ssl=True,
+    thread=True,
+    queue=True,
+    signal=True,
+):
+    """Apply every patch asked for; calling it again is harmless."""
+    if socket:
+        patch_socket(dns=dns)
+    elif dns:
+        patch_dns()
+    if time:
+        patch_time()

@@ -19,6 +19,7 @@ use pyo3::types::{PyDict, PyTuple};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::os::raw::c_int;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -562,6 +563,98 @@ impl Hub {
             t.close();
         }
         parked.map(|_| ())
+    }
+
+    /// poll(2) for tasklets: the (fd, revents) pairs that are ready, waiting on the hub
+    /// until one is or `deadline` passes (None: no limit). Every wait goes through a
+    /// watcher on a private dup, so an fd that one of our sockets' handles already
+    /// watches can be polled too; the answer always comes from poll(2) itself.
+    pub fn poll_fds(
+        &self,
+        py: Python<'_>,
+        fds: &[(c_int, i16)],
+        deadline: Option<f64>,
+        wait: bool,
+    ) -> PyResult<Vec<(c_int, i16)>> {
+        let mut pfds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&(fd, events)| libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+            .collect();
+        let ready = |pfds: &mut Vec<libc::pollfd>| -> PyResult<Vec<(c_int, i16)>> {
+            loop {
+                match crate::sys::poll_now(pfds) {
+                    Ok(()) => break,
+                    Err(libc::EINTR) => py.check_signals()?,
+                    Err(e) => return Err(crate::sys::os_error(e)),
+                }
+            }
+            Ok(pfds
+                .iter()
+                .filter(|p| p.revents != 0)
+                .map(|p| (p.fd, p.revents))
+                .collect())
+        };
+        let now = ready(&mut pfds)?;
+        if !now.is_empty() || !wait {
+            return Ok(now);
+        }
+        let me = self.current_tasklet(py)?;
+        let mut watchers: Vec<(FdWatcher, c_int, Rc<Waiter>, Rc<Waiter>)> = Vec::new();
+        let mut queued: PyResult<()> = Ok(());
+        for &(fd, events) in fds {
+            let dup = match crate::sys::dup_cloexec(fd) {
+                Ok(d) => d,
+                Err(e) => {
+                    queued = Err(crate::sys::os_error(e));
+                    break;
+                }
+            };
+            let w = match FdWatcher::new(self.uv.raw(), dup) {
+                Ok(w) => w,
+                Err(e) => {
+                    crate::sys::close(dup);
+                    queued = Err(e.into());
+                    break;
+                }
+            };
+            let r = Waiter::readiness(me.clone_ref(py));
+            let x = Waiter::readiness(me.clone_ref(py));
+            let readable = events & (libc::POLLIN | libc::POLLPRI) != 0;
+            let writable = events & libc::POLLOUT != 0;
+            let started = (if readable {
+                w.wait(READABLE, r.clone())
+            } else {
+                Ok(())
+            })
+            .and_then(|_| {
+                if writable {
+                    w.wait(WRITABLE, x.clone())
+                } else {
+                    Ok(())
+                }
+            });
+            watchers.push((w, dup, r, x));
+            if let Err(e) = started {
+                queued = Err(e.into());
+                break;
+            }
+        }
+        let parked = match queued {
+            Ok(()) => self.park_until(py, &me, deadline, || {}),
+            Err(e) => Err(e),
+        };
+        for (w, dup, r, x) in watchers {
+            w.cancel(READABLE, &r);
+            w.cancel(WRITABLE, &x);
+            w.close();
+            crate::sys::close(dup);
+        }
+        parked?;
+        ready(&mut pfds)
     }
 
     /// Parks the current tasklet until a raw fd is readable and/or writable; returns

@@ -74,6 +74,21 @@ fn wait_fd(py: Python<'_>, fd: i32, readable: bool, writable: bool) -> PyResult<
     Hub::get(py)?.wait_fd(py, fd, readable, writable)
 }
 
+/// poll_fds(pairs, timeout=None): poll(2) for tasklets. `pairs` are (fd, events) with
+/// select.POLL* events; returns the ready (fd, revents) pairs, parking the tasklet
+/// until one is ready or the timeout (seconds; None: none, 0: no waiting) passes.
+#[pyfunction]
+#[pyo3(signature = (pairs, timeout=None))]
+fn poll_fds(
+    py: Python<'_>,
+    pairs: Vec<(i32, i16)>,
+    timeout: Option<f64>,
+) -> PyResult<Vec<(i32, i16)>> {
+    let wait = timeout.is_none_or(|t| t > 0.0);
+    let deadline = timeout.filter(|t| *t > 0.0).map(|t| sys::monotonic() + t);
+    Hub::get(py)?.poll_fds(py, &pairs, deadline, wait)
+}
+
 /// set_schedule_callback(callable or None): callable(prev, next) runs on every switch
 /// (next is None when prev finished). Returns the previous callback.
 #[pyfunction]
@@ -122,6 +137,7 @@ fn _uv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(getruncount, m)?)?;
     m.add_function(wrap_pyfunction!(sleep, m)?)?;
     m.add_function(wrap_pyfunction!(wait_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(poll_fds, m)?)?;
     m.add_function(wrap_pyfunction!(resolver::getaddrinfo, m)?)?;
     m.add_function(wrap_pyfunction!(resolver::run_in_threadpool, m)?)?;
     m.add_function(wrap_pyfunction!(set_schedule_callback, m)?)?;

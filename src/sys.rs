@@ -210,3 +210,13 @@ pub fn recv_pipe(fd: c_int, buf: &mut [u8]) -> isize {
     // SAFETY: buf is a valid writable slice.
     unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
 }
+
+/// poll(2) without waiting: the ready events of each (fd, events) pair.
+pub fn poll_now(fds: &mut [libc::pollfd]) -> Result<(), c_int> {
+    // SAFETY: fds is a valid, writable array of fds.len() pollfd structs.
+    if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) } < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}

@@ -6,9 +6,9 @@ that copied a name out of a module before patching (``from socket import socket`
 keeps the original; patch as early as possible, or run the program with
 ``python -m stacklessuv``.
 
-Implemented so far: socket, dns, time. The other ``patch_all`` flags are accepted and
-do nothing yet (select, ssl, thread, queue, signal); ``is_patched`` tells which
-patches are in effect.
+Implemented so far: socket, dns, time, select (with selectors). The other
+``patch_all`` flags are accepted and do nothing yet (ssl, thread, queue, signal);
+``is_patched`` tells which patches are in effect.
 """
 
 import importlib
@@ -30,12 +30,21 @@ DNS_NAMES = (
 )
 
 
-def _patch(module_name, name, value):
-    module = importlib.import_module(module_name)
-    key = (module_name, name)
+_MISSING = object()
+
+
+def _patch(module_name, name, value, owner=None):
+    """Set ``name`` on the module (or on ``owner``, a class in it, whose qualified name
+    then prefixes the key); ``_MISSING`` deletes it."""
+    target = owner if owner is not None else importlib.import_module(module_name)
+    key = (module_name, f"{owner.__qualname__}.{name}" if owner is not None else name)
     if key not in _originals:
-        _originals[key] = getattr(module, name, None)
-    setattr(module, name, value)
+        _originals[key] = getattr(target, name, None)
+    if value is _MISSING:
+        if hasattr(target, name):
+            delattr(target, name)
+    else:
+        setattr(target, name, value)
 
 
 def get_original(module_name, name):
@@ -84,6 +93,27 @@ def patch_time():
     _patched.add("time")
 
 
+def patch_select():
+    """select.select and select.poll park the tasklet; epoll, devpoll and kqueue are
+    removed (code that looks for them falls back to poll), and selectors'
+    DefaultSelector becomes its PollSelector over the green poll."""
+    if "select" in _patched:
+        return
+    import selectors
+
+    from stacklessuv import select as green
+
+    _patch("select", "select", green.select)
+    _patch("select", "poll", green.poll)
+    for name in ("epoll", "devpoll", "kqueue", "kevent"):
+        _patch("select", name, _MISSING)
+    # selectors copied these into class attributes when it was imported
+    _patch("selectors", "_selector_cls", green.poll, owner=selectors.PollSelector)
+    _patch("selectors", "_select", staticmethod(green.select), owner=selectors.SelectSelector)
+    _patch("selectors", "DefaultSelector", selectors.PollSelector)
+    _patched.add("select")
+
+
 def patch_all(
     socket=True,
     dns=True,
@@ -101,3 +131,5 @@ def patch_all(
         patch_dns()
     if time:
         patch_time()
+    if select:
+        patch_select()

@@ -70,6 +70,9 @@ def run_module(module, patched, test_timeout, module_timeout):
     skip_file = HERE / f".skip-{module}-{'p' if patched else 'u'}.txt"
     skip = set(read_list(ENVIRONMENT))
     deadline = time.monotonic() + module_timeout
+    log = HERE / "logs" / f"{module}-{'patched' if patched else 'unpatched'}.log"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text("")
     while True:
         skip_file.write_text("\n".join(sorted(skip | set(outcomes))))
         cmd = [
@@ -85,7 +88,8 @@ def run_module(module, patched, test_timeout, module_timeout):
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        with open(log, "a") as err:  # faulthandler's dump of a hung test lands here
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
         started, done = None, False
         try:
             out, _ = proc.communicate(timeout=left)

@@ -102,6 +102,38 @@ impl Handles {
     }
 }
 
+/// A release handed to the handles' own thread. Its outcome: Some(true) once run,
+/// Some(false) if dropped unrun (that thread's loop is closing and releases every
+/// handle itself); the handles are then forgotten, never closed from here.
+struct Release {
+    handles: Option<Handles>,
+    done: Arc<(Mutex<Option<bool>>, Condvar)>,
+}
+
+impl Release {
+    fn run(mut self) {
+        if let Some(h) = self.handles.take() {
+            h.shut();
+        }
+        self.report(true);
+    }
+
+    fn report(&self, ran: bool) {
+        let (lock, cvar) = &*self.done;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(ran);
+        cvar.notify_all();
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Some(h) = self.handles.take() {
+            h.abandon();
+            self.report(false);
+        }
+    }
+}
+
 // SAFETY: only touched with the GIL held (the module is gil_used); see Handles for
 // the libuv side.
 unsafe impl Sync for SocketIO {}
@@ -228,36 +260,21 @@ impl SocketIO {
             h.shut();
             return true;
         }
-        let done = Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = done.clone();
-        let slot = Arc::new(Mutex::new(Some(h)));
-        let task_slot = slot.clone();
-        let inbox = slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|h| h.inbox.clone());
-        let posted = inbox.expect("just stored").post_task(Box::new(move || {
-            if let Some(h) = task_slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                h.shut();
-            }
-            *signal.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            signal.1.notify_all();
-        }));
-        if posted.is_err() {
-            // That thread has ended; closing its loop released the handles.
-            if let Some(h) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                h.abandon();
-            }
-            return true;
-        }
+        let inbox = h.inbox.clone();
+        let done = Arc::new((Mutex::new(None), Condvar::new()));
+        let task = Release {
+            handles: Some(h),
+            done: done.clone(),
+        };
+        // If the task cannot be posted, or is dropped unrun, Release's Drop reports it.
+        let _ = inbox.post_task(Box::new(move || task.run()));
         let wait = move || {
             let (lock, cvar) = &*done;
             let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
             let (guard, _) = cvar
-                .wait_timeout_while(guard, Duration::from_secs(5), |finished| !*finished)
+                .wait_timeout_while(guard, Duration::from_secs(5), |outcome| outcome.is_none())
                 .unwrap_or_else(|e| e.into_inner());
-            *guard
+            guard.is_some()
         };
         match py {
             Some(py) => py.detach(wait), // that hub may need the GIL to wake its waiters

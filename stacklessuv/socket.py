@@ -166,6 +166,7 @@ class socket(_StdlibSocket):
 
     def recvmsg_into(self, buffers, ancbufsize=0, flags=0):
         flags = _index(flags)
+        buffers = _as_list(buffers, "recvmsg_into() argument 1")  # must survive the retries
         return self._retry(
             _CSocket.recvmsg_into, True, flags, buffers, ancbufsize, flags | MSG_DONTWAIT
         )
@@ -182,6 +183,9 @@ class socket(_StdlibSocket):
 
     def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
         flags = _index(flags)
+        # iterators must survive the retries
+        buffers = _as_list(buffers, "sendmsg() argument 1")
+        ancdata = _as_list(ancdata, "sendmsg() argument 2")
         extra = () if address is None else (self._resolve(address),)
         return self._retry(
             _CSocket.sendmsg, False, flags, buffers, ancdata, flags | MSG_DONTWAIT, *extra
@@ -352,6 +356,13 @@ class socket(_StdlibSocket):
 
 # As in CPython, SocketType is the C type, not the class.
 SocketType = _CSocket
+
+
+def _as_list(iterable, what):
+    try:
+        return list(iterable)
+    except TypeError:
+        raise TypeError(f"{what} must be an iterable") from None
 
 
 def _is_numeric(host):

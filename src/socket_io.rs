@@ -24,6 +24,7 @@ use crate::sys::{self, os_error, Buffer, BytesBuilder};
 use crate::tasklet::Tasklet;
 use pyo3::exceptions::{PyBlockingIOError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use std::cell::{Cell, RefCell};
 use std::os::raw::c_int;
 use std::rc::Rc;
@@ -215,8 +216,7 @@ impl SocketIO {
         let l = hub.uv_loop().raw();
         // uv_tcp_open/uv_udp_open set O_NONBLOCK; the flag stays what CPython's mode says
         // (our own syscalls pass MSG_DONTWAIT, and libuv reads only once per wake-up).
-        let was_nonblocking = sys::is_nonblocking(fd);
-        let restore = |r: Result<(), crate::handles::handle::UvError>| {
+        let restore = |r: Result<(), crate::handles::handle::UvError>, was_nonblocking: bool| {
             if !was_nonblocking {
                 let _ = sys::set_nonblocking(fd, false);
             }
@@ -224,10 +224,12 @@ impl SocketIO {
         };
         match (dir, self.kind) {
             (Dir::Read, Kind::Tcp) if h.tcp.is_none() => {
-                restore(TcpStream::open(l, fd).map(|t| h.tcp = Some(t)))?
+                let was = sys::is_nonblocking(fd);
+                restore(TcpStream::open(l, fd).map(|t| h.tcp = Some(t)), was)?
             }
             (Dir::Read, Kind::Udp) if h.udp.is_none() => {
-                restore(UdpSocket::open(l, fd).map(|u| h.udp = Some(u)))?
+                let was = sys::is_nonblocking(fd);
+                restore(UdpSocket::open(l, fd).map(|u| h.udp = Some(u)), was)?
             }
             (Dir::Read, Kind::Tcp | Kind::Udp) => {}
             _ if h.watcher.is_some() => {}
@@ -397,6 +399,53 @@ impl SocketIO {
             got += n;
         }
         Ok(got)
+    }
+
+    /// recv() into this thread's scratch buffer, then a bytes object of exactly the size
+    /// read: no large allocation per call, and none held while waiting. Ok(None): it
+    /// would block.
+    fn recv_via_scratch(
+        &self,
+        py: Python<'_>,
+        len: usize,
+        flags: c_int,
+        my_turn: bool,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        const SCRATCH_MAX: usize = 256 * 1024;
+        thread_local! {
+            static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let via_scratch = if len > SCRATCH_MAX {
+            None
+        } else {
+            SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut buf) => {
+                    if buf.len() < len {
+                        buf.resize(len, 0);
+                    }
+                    Some(
+                        match self.try_recv(py, buf.as_mut_ptr(), len, flags, my_turn) {
+                            Ok(Some(n)) => {
+                                Ok(Some(PyBytes::new(py, &buf[..n]).into_any().unbind()))
+                            }
+                            Ok(None) => Ok(None),
+                            Err(e) => Err(e),
+                        },
+                    )
+                }
+                Err(_) => None, // re-entered from a signal handler: use a buffer of its own
+            })
+        };
+        match via_scratch {
+            Some(result) => result,
+            None => {
+                let out = BytesBuilder::new(py, len)?;
+                match self.try_recv(py, out.ptr(), len, flags, my_turn)? {
+                    Some(n) => out.finish(py, n).map(Some),
+                    None => Ok(None),
+                }
+            }
+        }
     }
 
     /// The recv syscall, unless other readers wait first (FIFO) and this caller was not
@@ -569,11 +618,9 @@ impl SocketIO {
         let deadline = self.start_deadline();
         let mut my_turn = false;
         loop {
-            let out = BytesBuilder::new(py, len)?;
-            if let Some(n) = self.try_recv(py, out.ptr(), len, flags, my_turn)? {
-                return out.finish(py, n);
+            if let Some(got) = self.recv_via_scratch(py, len, flags, my_turn)? {
+                return Ok(got);
             }
-            drop(out);
             if flags & libc::MSG_DONTWAIT != 0 {
                 return Err(would_block());
             }

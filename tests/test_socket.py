@@ -245,19 +245,20 @@ def test_writers_on_one_socket_do_not_interleave_lost_bytes():
         assert sorted(received) == sorted(blob["u"] + blob["v"])
 
 
+def recv_recording_errno(sock, errors):
+    """A tasklet body: recv, and record the errno it fails with."""
+    try:
+        sock.recv(1)
+    except OSError as e:
+        errors.append(e.errno)
+
+
 def test_close_wakes_every_waiter_with_ebadf():
     a, b = tcp_pair()
     errors = []
-
-    def reader():
-        try:
-            b.recv(1)
-        except OSError as e:
-            errors.append(e.errno)
-
     with a:
-        sl.tasklet(reader)()
-        sl.tasklet(reader)()
+        sl.tasklet(recv_recording_errno)(b, errors)
+        sl.tasklet(recv_recording_errno)(b, errors)
         sl.schedule()
         t0 = time.monotonic()
         b.close()
@@ -646,15 +647,8 @@ def test_collecting_an_unclosed_waited_on_socket_is_safe():
 def test_close_from_another_thread_wakes_the_waiter():
     a, b = tcp_pair()
     errors = []
-
-    def reader():
-        try:
-            b.recv(1)
-        except OSError as e:
-            errors.append(e.errno)
-
     with a:
-        sl.tasklet(reader)()
+        sl.tasklet(recv_recording_errno)(b, errors)
         sl.schedule()
         fd = b.fileno()
         th = threading.Thread(target=b.close)

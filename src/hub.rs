@@ -366,24 +366,29 @@ impl Hub {
             drop(prev);
         }
         if !t.started.get() {
-            t.started.set(true);
-            self.remember(py, &g, &next);
-            if let Some(err) = t.pending.borrow_mut().take() {
-                // Thrown at before it ever ran: it ends with that exception.
-                drop(g);
-                self.tasklet_finished(py, &next, Err(err));
-                return Ok(());
-            }
-            let (args, kwargs) = t.take_call_args(py);
-            greenlet::start(py, &g, &args, kwargs.as_ref())?;
+            self.start(py, &next, &g)
         } else if !t.parked.get() && t.pending.borrow().is_some() {
-            // Suspended in a raw greenlet switch, not in park(): raise at that point.
-            let err = t.pending.borrow_mut().take().expect("checked above");
-            greenlet::throw(py, &g, err)?;
+            throw_into(py, t, &g)
         } else {
-            greenlet::switch(py, &g, None)?;
+            greenlet::switch(py, &g, None).map(|_| ())
         }
-        Ok(())
+    }
+
+    /// First switch into a tasklet's greenlet. Kept out of switch_to: every switch's
+    /// frame is copied by greenlet on each switch, so the common path stays small.
+    #[inline(never)]
+    #[cold]
+    fn start(&self, py: Python<'_>, next: &Py<Tasklet>, g: &Bound<'_, PyAny>) -> PyResult<()> {
+        let t = next.get();
+        t.started.set(true);
+        self.remember(py, g, next);
+        if let Some(err) = t.pending.borrow_mut().take() {
+            // Thrown at before it ever ran: it ends with that exception.
+            self.tasklet_finished(py, next, Err(err));
+            return Ok(());
+        }
+        let (args, kwargs) = t.take_call_args(py);
+        greenlet::start(py, g, &args, kwargs.as_ref()).map(|_| ())
     }
 
     fn switch_to_hub(&self, py: Python<'_>) -> PyResult<()> {
@@ -839,6 +844,18 @@ impl Hub {
              on I/O, timers or other threads."
         )
     }
+}
+
+/// Suspended in a raw greenlet switch, not in park(): raise at that point.
+#[inline(never)]
+#[cold]
+fn throw_into(py: Python<'_>, t: &Tasklet, g: &Bound<'_, PyAny>) -> PyResult<()> {
+    let err = t
+        .pending
+        .borrow_mut()
+        .take()
+        .expect("checked by the caller");
+    greenlet::throw(py, g, err).map(|_| ())
 }
 
 /// The hub greenlet's `run` (whatever the first switch passes is ignored).

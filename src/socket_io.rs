@@ -143,8 +143,10 @@ unsafe impl Send for SocketIO {}
 
 impl Drop for SocketIO {
     fn drop(&mut self) {
-        // Normally released already by close() (the socket's close or __del__).
-        let released = self.drop_handles(None);
+        // Normally released already by close() (the socket's close or __del__). A wait for
+        // another thread's hub must not hold the GIL that hub may need.
+        let released = Python::try_attach(|py| self.drop_handles(Some(py)))
+            .unwrap_or_else(|| self.drop_handles(None));
         debug_assert!(released);
     }
 }

@@ -108,7 +108,7 @@ def patch_select():
     for name in ("epoll", "devpoll", "kqueue", "kevent"):
         _patch("select", name, _MISSING)
     # selectors copied these into class attributes when it was imported
-    _patch("selectors", "_selector_cls", green.poll, owner=selectors.PollSelector)
+    _patch("selectors", "_selector_cls", staticmethod(green.poll), owner=selectors.PollSelector)
     _patch("selectors", "_select", staticmethod(green.select), owner=selectors.SelectSelector)
     _patch("selectors", "DefaultSelector", selectors.PollSelector)
     _patched.add("select")
@@ -133,3 +133,8 @@ def patch_all(
         patch_time()
     if select:
         patch_select()
+    # Make this thread's hub now: its fds exist before the program opens any, as they
+    # would with the real modules (no fd number a program just closed gets reused by it).
+    from stacklessuv import getcurrent
+
+    getcurrent()

@@ -37,25 +37,43 @@ def _fileno(obj):
     return fd
 
 
-def _seconds(timeout, what):
+def _filenos(seq):
+    """(object, fd) pairs, calling fileno() once per object while walking the live
+    sequence by index, as CPython does (fileno() may even change the list)."""
+    pairs = []
+    i = 0
+    while i < len(seq):
+        obj = seq[i]
+        pairs.append((obj, _fileno(obj)))
+        i += 1
+    return pairs
+
+
+def _seconds(timeout):
     if timeout is None:
         return None
-    timeout = float(timeout)
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        raise TypeError("timeout must be a float or None") from None
     if math.isnan(timeout):
         raise ValueError("Invalid value NaN (not a number)")
     if timeout < 0:
-        raise ValueError(f"{what} must be non-negative")
+        raise ValueError("timeout must be non-negative")
     return timeout
 
 
 def select(rlist, wlist, xlist, timeout=None):
     """select.select, parking the tasklet instead of the thread."""
-    rlist, wlist, xlist = list(rlist), list(wlist), list(xlist)
-    seconds = _seconds(timeout, "timeout")
+    try:
+        lists = [x if isinstance(x, (list, tuple)) else list(x) for x in (rlist, wlist, xlist)]
+    except TypeError:
+        raise TypeError("arguments 1-3 must be sequences") from None
+    seconds = _seconds(timeout)
+    pairs = [_filenos(objs) for objs in lists]
     fds = {}
-    for objs, events in ((rlist, POLLIN), (wlist, POLLOUT), (xlist, POLLPRI)):
-        for obj in objs:
-            fd = _fileno(obj)
+    for objs, events in zip(pairs, (POLLIN, POLLOUT, POLLPRI), strict=True):
+        for _obj, fd in objs:
             fds[fd] = fds.get(fd, 0) | events
     if not fds:
         if seconds is None:
@@ -66,18 +84,30 @@ def select(rlist, wlist, xlist, timeout=None):
     ready = dict(_uv.poll_fds(list(fds.items()), seconds))
     if any(revents & POLLNVAL for revents in ready.values()):
         raise OSError(9, "Bad file descriptor")
-    return (
-        [o for o in rlist if ready.get(_fileno(o), 0) & _REPORT_READ],
-        [o for o in wlist if ready.get(_fileno(o), 0) & _REPORT_WRITE],
-        [o for o in xlist if ready.get(_fileno(o), 0) & POLLPRI],
+    masks = (_REPORT_READ, _REPORT_WRITE, POLLPRI)
+    return tuple(
+        [obj for obj, fd in objs if ready.get(fd, 0) & mask]
+        for objs, mask in zip(pairs, masks, strict=True)
     )
 
 
-class poll:
-    """select.poll, parking the tasklet instead of the thread."""
+def poll():
+    """select.poll(), parking the tasklet instead of the thread."""
+    return object.__new__(_Poll)._start()
 
-    def __init__(self):
+
+class _Poll:
+    """The poll object; like CPython's, made only by select.poll()."""
+
+    __module__ = "select"
+    __qualname__ = "poll"
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError("cannot create 'select.poll' instances")
+
+    def _start(self):
         self._fds = {}
+        return self
 
     def register(self, fd, eventmask=POLLIN | POLLPRI | POLLOUT):
         self._fds[_fileno(fd)] = eventmask & 0xFFFF
@@ -103,3 +133,6 @@ class poll:
                 _uv.sleep(timeout)
             return []
         return _uv.poll_fds(list(self._fds.items()), timeout)
+
+
+_Poll.__name__ = "poll"

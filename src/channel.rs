@@ -142,7 +142,7 @@ impl Channel {
     #[pyo3(signature = (exc, *args))]
     fn send_exception(slf: &Bound<'_, Self>, exc: Py<PyAny>, args: Py<PyTuple>) -> PyResult<()> {
         let py = slf.py();
-        let bomb = Bound::new(py, Bomb::from_parts(py, exc, args.into_any(), py.None()))?;
+        let bomb = Bound::new(py, Bomb::from_parts(exc, args.into_any(), py.None()))?;
         Self::action(slf, SEND, Some(bomb.into_any().unbind())).map(|_| ())
     }
 
@@ -158,7 +158,7 @@ impl Channel {
         let val = val.unwrap_or_else(|| py.None());
         let bomb = Bound::new(
             py,
-            Bomb::from_parts(py, exc, val, tb.unwrap_or_else(|| py.None())),
+            Bomb::from_parts(exc, val, tb.unwrap_or_else(|| py.None())),
         )?;
         Self::action(slf, SEND, Some(bomb.into_any().unbind())).map(|_| ())
     }

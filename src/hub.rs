@@ -8,7 +8,7 @@
 
 use crate::greenlet;
 use crate::handles::async_wakeup::{AsyncWakeup, Inbox};
-use crate::handles::poll::{FdWatcher, SignalWakeup, READABLE, WRITABLE};
+use crate::handles::poll::{FdWatcher, SignalWakeup};
 use crate::handles::timer::Timer;
 use crate::handles::uv_loop::Loop;
 use crate::handles::waiters::{Outcome, Waiter};
@@ -629,19 +629,7 @@ impl Hub {
             let r = Waiter::readiness(me.clone_ref(py));
             let x = Waiter::readiness(me.clone_ref(py));
             let readable = events & (libc::POLLIN | libc::POLLPRI) != 0;
-            let writable = events & libc::POLLOUT != 0;
-            let started = (if readable {
-                w.wait(READABLE, r.clone())
-            } else {
-                Ok(())
-            })
-            .and_then(|_| {
-                if writable {
-                    w.wait(WRITABLE, x.clone())
-                } else {
-                    Ok(())
-                }
-            });
+            let started = w.wait_each(readable, events & libc::POLLOUT != 0, &r, &x);
             watchers.push((w, dup, r, x));
             if let Err(e) = started {
                 queued = Err(e.into());
@@ -653,8 +641,7 @@ impl Hub {
             Err(e) => Err(e),
         };
         for (w, dup, r, x) in watchers {
-            w.cancel(READABLE, &r);
-            w.cancel(WRITABLE, &x);
+            w.cancel_each(&r, &x);
             w.close();
             crate::sys::close(dup);
         }
@@ -675,24 +662,10 @@ impl Hub {
         let watcher = FdWatcher::new(self.uv.raw(), fd)?;
         let r = Waiter::readiness(me.clone_ref(py));
         let w = Waiter::readiness(me.clone_ref(py));
-        let queued = (if read {
-            watcher.wait(READABLE, r.clone())
-        } else {
-            Ok(())
-        })
-        .and_then(|_| {
-            if write {
-                watcher.wait(WRITABLE, w.clone())
-            } else {
-                Ok(())
-            }
-        });
+        let queued = watcher.wait_each(read, write, &r, &w);
         let result = match queued {
             Err(e) => Err(e.into()),
-            Ok(()) => self.park_until(py, &me, None, || {
-                watcher.cancel(READABLE, &r);
-                watcher.cancel(WRITABLE, &w);
-            }),
+            Ok(()) => self.park_until(py, &me, None, || watcher.cancel_each(&r, &w)),
         };
         watcher.close();
         result?;

@@ -542,7 +542,6 @@ pub(crate) fn make_error(
     val: Option<&Bound<'_, PyAny>>,
     tb: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyErr> {
-    let py = exc.py();
     let instance = if let Ok(cls) = exc.cast::<PyType>() {
         if !cls.is_subclass_of::<pyo3::exceptions::PyBaseException>()? {
             return Err(PyTypeError::new_err(
@@ -573,7 +572,6 @@ pub(crate) fn make_error(
     if let Some(tb) = tb.filter(|t| !t.is_none()) {
         instance.call_method1("with_traceback", (tb,))?;
     }
-    let _ = py;
     Ok(PyErr::from_value(instance))
 }
 
@@ -613,12 +611,7 @@ impl Bomb {
 }
 
 impl Bomb {
-    pub(crate) fn from_parts(
-        _py: Python<'_>,
-        typ: Py<PyAny>,
-        value: Py<PyAny>,
-        tb: Py<PyAny>,
-    ) -> Self {
+    pub(crate) fn from_parts(typ: Py<PyAny>, value: Py<PyAny>, tb: Py<PyAny>) -> Self {
         Bomb {
             r#type: typ,
             value,

@@ -46,6 +46,29 @@ impl FdWatcher {
         self.update()
     }
 
+    /// Queues `r` for readability if `read` and `w` for writability if `write`.
+    pub fn wait_each(
+        &self,
+        read: bool,
+        write: bool,
+        r: &Rc<Waiter>,
+        w: &Rc<Waiter>,
+    ) -> Result<(), UvError> {
+        if read {
+            self.wait(READABLE, r.clone())?;
+        }
+        if write {
+            self.wait(WRITABLE, w.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Takes both waiters of `wait_each` off their queues.
+    pub fn cancel_each(&self, r: &Rc<Waiter>, w: &Rc<Waiter>) {
+        self.cancel(READABLE, r);
+        self.cancel(WRITABLE, w);
+    }
+
     /// Takes `w` off the queue (it was woken some other way).
     pub fn cancel(&self, events: c_int, w: &Rc<Waiter>) {
         self.queue(events).remove(w);

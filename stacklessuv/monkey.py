@@ -114,6 +114,18 @@ def patch_select():
     _patched.add("select")
 
 
+def patch_ssl():
+    """ssl's SSLSocket and SSLContext become the green ones in stacklessuv.ssl;
+    contexts and sockets made before patching keep working as they were."""
+    if "ssl" in _patched:
+        return
+    from stacklessuv import ssl as green
+
+    for module_name, name, value, owner in green.patches():
+        _patch(module_name, name, value, owner=owner)
+    _patched.add("ssl")
+
+
 def patch_all(
     socket=True,
     dns=True,
@@ -133,6 +145,8 @@ def patch_all(
         patch_time()
     if select:
         patch_select()
+    if ssl:
+        patch_ssl()
     # Make this thread's hub now: its fds exist before the program opens any, as they
     # would with the real modules (no fd number a program just closed gets reused by it).
     from stacklessuv import getcurrent

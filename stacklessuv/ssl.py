@@ -236,3 +236,8 @@ __all__ = [
     "SSLError",
     "create_default_context",
 ]
+
+
+def patches():
+    """(module, name, value, owner class or None) for monkey.patch_ssl."""
+    return []

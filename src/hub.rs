@@ -689,15 +689,26 @@ impl Hub {
 
     /// Parks `me` until another thread posts `id` to the inbox (or an exception arrives).
     pub fn wait_for_thread(&self, py: Python<'_>, me: &Py<Tasklet>, id: u64) -> PyResult<()> {
+        self.wait_for_thread_until(py, me, id, None)
+    }
+
+    /// Like `wait_for_thread`, but also returns once `deadline` (monotonic seconds) passes.
+    /// `wake_thread_waiter(id)` wakes it too, so a waiter on this hub needs no uv_async.
+    pub fn wait_for_thread_until(
+        &self,
+        py: Python<'_>,
+        me: &Py<Tasklet>,
+        id: u64,
+        deadline: Option<f64>,
+    ) -> PyResult<()> {
         self.thread_waiters
             .borrow_mut()
             .insert(id, me.clone_ref(py));
         self.async_wakeup.add_waiter();
-        me.get().place.set(Place::HubWait);
-        let result = self.park(py, me, None);
+        let result = self.park_until(py, me, deadline, || {});
         self.thread_waiters.borrow_mut().remove(&id);
         self.async_wakeup.remove_waiter();
-        result.map(|_| ())
+        result
     }
 
     pub(crate) fn wake_thread_waiter(&self, py: Python<'_>, id: u64) {

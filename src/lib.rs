@@ -5,6 +5,7 @@ mod channel;
 mod greenlet;
 mod handles;
 mod hub;
+mod lock;
 mod resolver;
 mod socket_io;
 mod sys;
@@ -128,6 +129,9 @@ fn _uv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tasklet::Bomb>()?;
     m.add_class::<thread_result::ThreadResult>()?;
     m.add_class::<socket_io::SocketIO>()?;
+    m.add_class::<lock::Lock>()?;
+    m.add_class::<lock::RLock>()?;
+    m.add_function(wrap_pyfunction!(lock::get_ident, m)?)?;
     m.add("TaskletExit", py.get_type::<tasklet::TaskletExit>())?;
     m.add_function(wrap_pyfunction!(schedule, m)?)?;
     m.add_function(wrap_pyfunction!(schedule_remove, m)?)?;

@@ -64,6 +64,9 @@ pub struct Tasklet {
     pub(crate) channel: RefCell<Option<Py<Channel>>>,
     /// Identity of the hub (so the thread) this tasklet belongs to.
     hub_id: usize,
+    /// Per-tasklet storage for thread emulation (threading.local, the thread object);
+    /// it dies with the tasklet.
+    thread_data: RefCell<Option<Py<PyDict>>>,
 }
 
 // SAFETY: the module declares gil_used, so every access happens with the GIL held, and the
@@ -100,6 +103,7 @@ impl Tasklet {
             pending: RefCell::new(None),
             channel: RefCell::new(None),
             hub_id,
+            thread_data: RefCell::new(None),
         }
     }
 
@@ -173,6 +177,9 @@ impl Tasklet {
         self.tempval.borrow_mut().take();
         self.pending.borrow_mut().take();
         self.channel.borrow_mut().take();
+        // Thread-local data goes when the thread ends, as in CPython.
+        let data = self.thread_data.borrow_mut().take();
+        drop(data); // after the borrow ends: dropping may run Python code
     }
 
     fn bind_args(&self, args: Option<Py<PyTuple>>, kwargs: Option<Py<PyDict>>) {
@@ -427,6 +434,16 @@ impl Tasklet {
     /// preempts a tasklet anyway; the flag is kept for code that reads it.
     fn set_atomic(&self, flag: bool) -> bool {
         self.atomic.replace(flag)
+    }
+
+    /// A dict private to this tasklet, made on first use (what threading.local and the
+    /// thread emulation keep per tasklet).
+    #[getter]
+    fn _thread_data(&self, py: Python<'_>) -> Py<PyDict> {
+        self.thread_data
+            .borrow_mut()
+            .get_or_insert_with(|| PyDict::new(py).unbind())
+            .clone_ref(py)
     }
 
     #[getter]

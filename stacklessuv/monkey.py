@@ -126,6 +126,31 @@ def patch_ssl():
     _patched.add("ssl")
 
 
+def patch_thread():
+    """Threads become tasklets (see stacklessuv.thread): _thread, threading's locks,
+    idents, local and current_thread; existing logging locks are swapped for green ones."""
+    if "thread" in _patched:
+        return
+    from stacklessuv import thread as green
+
+    for module_name, name, value in green.patches():
+        _patch(module_name, name, value)
+    green.adopt_existing_locks()
+    _patched.add("thread")
+
+
+def patch_queue():
+    """queue.SimpleQueue (C code that blocks the OS thread) becomes the stdlib's pure
+    Python one, which waits on threading's (green once threads are patched) locks;
+    Queue, LifoQueue and PriorityQueue already use threading."""
+    if "queue" in _patched:
+        return
+    import queue
+
+    _patch("queue", "SimpleQueue", queue._PySimpleQueue)
+    _patched.add("queue")
+
+
 def patch_all(
     socket=True,
     dns=True,
@@ -147,6 +172,10 @@ def patch_all(
         patch_select()
     if ssl:
         patch_ssl()
+    if thread:
+        patch_thread()
+    if queue:
+        patch_queue()
     # Make this thread's hub now: its fds exist before the program opens any, as they
     # would with the real modules (no fd number a program just closed gets reused by it).
     from stacklessuv import getcurrent

@@ -326,4 +326,8 @@ def test_thread_exit_closes_the_threads_loop():
         th = threading.Thread(target=s.sleep, args=(0.001,))
         th.start()
         th.join()
+    # The OS thread's TLS destructors (which close its loop) run just after join() returns.
+    deadline = time.monotonic() + 5
+    while loop_fds() != before and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert loop_fds() == before

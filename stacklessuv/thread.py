@@ -1,0 +1,196 @@
+"""Threads as tasklets: a green ``_thread`` and the pieces of ``threading`` that need it.
+
+After ``monkey.patch_thread()`` a "thread" is a tasklet on the calling OS thread's hub:
+``start_new_thread`` schedules one, locks park the tasklet instead of the OS thread, and
+``get_ident()`` names the tasklet. Differences from real threads, and why:
+
+- The main tasklet of an OS thread keeps that thread's real ident, so
+  ``threading.main_thread()`` and threads started before patching stay who they are.
+- A tasklet that never went through ``threading`` (one made with ``tasklet()``) gets a
+  dummy Thread from ``current_thread()`` that lives and dies with the tasklet; CPython
+  would register a _DummyThread for ever.
+- ``threading.local`` is ``_threading_local.local`` keyed by those per-tasklet thread
+  objects; its data goes when the tasklet ends.
+- Scheduling is cooperative: a thread-tasklet runs until it blocks (I/O, a lock, sleep).
+"""
+
+import sys
+
+from stacklessuv._uv import RLock, get_ident, getcurrent, tasklet
+from stacklessuv._uv import lock as LockType
+
+__all__ = [
+    "LockType",
+    "RLock",
+    "allocate_lock",
+    "get_ident",
+    "start_new_thread",
+]
+
+allocate_lock = LockType
+_alive = 0  # thread-tasklets started and not yet finished (_thread._count())
+
+
+def _unraisable_args_type():
+    """sys.UnraisableHookArgs has no public constructor; catch one to get its type."""
+    caught = []
+    hook, sys.unraisablehook = sys.unraisablehook, caught.append
+    try:
+
+        class _Raises:
+            def __del__(self):
+                raise RuntimeError
+
+        _Raises()
+    finally:
+        sys.unraisablehook = hook
+    return type(caught[0])
+
+
+_UnraisableHookArgs = _unraisable_args_type()
+
+
+def _run_thread(function, args, kwargs):
+    global _alive
+    try:
+        function(*args, **kwargs)
+    except SystemExit:
+        pass  # as with _thread: SystemExit (and kill()'s TaskletExit) ends a thread quietly
+    except BaseException as exc:
+        message = "Exception ignored in thread started by"
+        args = (type(exc), exc, exc.__traceback__, message, function)
+        sys.unraisablehook(_UnraisableHookArgs(args))
+    finally:
+        _alive -= 1
+        sentinel = getcurrent()._thread_data.pop("sentinel", None)
+        if sentinel is not None and sentinel.locked():
+            sentinel.release()
+
+
+def start_new_thread(function, args, kwargs=None):
+    """_thread.start_new_thread: the function runs in a new tasklet, scheduled after the
+    runnable ones; returns its ident."""
+    if not callable(function):
+        raise TypeError("first arg must be callable")
+    if not isinstance(args, tuple):
+        raise TypeError("2nd arg must be a tuple")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError("optional 3rd arg must be a dictionary")
+    global _alive
+    t = tasklet(_run_thread)(function, args, kwargs or {})
+    _alive += 1
+    return id(t)
+
+
+def _count():
+    return _alive
+
+
+def _set_sentinel():
+    """The lock threading's join() waits on: threading acquires it when the thread
+    starts and the thread-tasklet's end releases it (CPython's thread state does)."""
+    sentinel = allocate_lock()
+    getcurrent()._thread_data["sentinel"] = sentinel
+    return sentinel
+
+
+def _tasklet_thread_class():
+    import threading
+
+    class _TaskletThread(threading._DummyThread):
+        """current_thread() of a tasklet not started by threading: kept with the tasklet,
+        not in threading._active, so it goes away when the tasklet does."""
+
+        def __init__(self):
+            threading.Thread.__init__(self, name=threading._newname("Dummy-%d"), daemon=True)
+            self._started.set()
+            self._set_ident()
+            self._set_native_id()
+
+    return _TaskletThread
+
+
+_TaskletThread = None
+
+
+def current_thread():
+    """threading.current_thread for tasklets (see the module docstring)."""
+    import threading
+
+    try:
+        return threading._active[get_ident()]
+    except KeyError:
+        pass
+    global _TaskletThread
+    data = getcurrent()._thread_data
+    thread = data.get("thread")
+    if thread is None:
+        if _TaskletThread is None:
+            _TaskletThread = _tasklet_thread_class()
+        thread = data["thread"] = _TaskletThread()
+    return thread
+
+
+def patches():
+    """(module, name, value) for monkey.patch_thread."""
+    import _threading_local
+
+    green_local = _threading_local.local
+    out = [
+        ("_thread", "start_new_thread", start_new_thread),
+        ("_thread", "start_new", start_new_thread),
+        ("_thread", "allocate_lock", allocate_lock),
+        ("_thread", "allocate", allocate_lock),
+        ("_thread", "LockType", LockType),
+        ("_thread", "RLock", RLock),
+        ("_thread", "get_ident", get_ident),
+        ("_thread", "_count", _count),
+        ("_thread", "_set_sentinel", _set_sentinel),
+        ("_thread", "_local", green_local),
+        ("threading", "_start_new_thread", start_new_thread),
+        ("threading", "_allocate_lock", allocate_lock),
+        ("threading", "Lock", allocate_lock),
+        ("threading", "_CRLock", RLock),
+        ("threading", "_set_sentinel", _set_sentinel),
+        ("threading", "get_ident", get_ident),
+        ("threading", "current_thread", current_thread),
+        ("threading", "local", green_local),
+        ("_threading_local", "current_thread", current_thread),
+    ]
+    return out
+
+
+def adopt_existing_locks():
+    """Locks made before patching are real ones, and a tasklet blocking on one blocks
+    its whole OS thread. Swap in green ones where the stdlib keeps long-lived locks
+    that a tasklet may hold across I/O: logging's module lock and its handlers'
+    (a handler emitting to a socket), and the main thread's join lock."""
+    import threading
+
+    main = threading._main_thread
+    if main._tstate_lock is not None and not isinstance(main._tstate_lock, LockType):
+        sentinel = allocate_lock()
+        sentinel.acquire()
+        with threading._shutdown_locks_lock:
+            if main._tstate_lock in threading._shutdown_locks:
+                threading._shutdown_locks.discard(main._tstate_lock)
+                threading._shutdown_locks.add(sentinel)
+        main._tstate_lock = sentinel
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return
+    if _unheld(logging._lock):
+        logging._lock = RLock()
+    for ref in list(logging._handlerList):
+        handler = ref()
+        if handler is not None and handler.lock is not None and _unheld(handler.lock):
+            handler.createLock()
+
+
+def _unheld(lock):
+    if isinstance(lock, RLock):
+        return False  # already green
+    if lock.acquire(False):
+        lock.release()
+        return True
+    return False

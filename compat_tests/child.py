@@ -8,6 +8,7 @@ cut off by faulthandler (the process exits); run.py then restarts us past it.
 import argparse
 import faulthandler
 import json
+import os
 import sys
 import unittest
 
@@ -32,7 +33,9 @@ if args.skip_file:
     with open(args.skip_file) as f:
         skip = {line.strip() for line in f if line.strip()}
 
-out = sys.stdout
+# Results get a private copy of stdout; whatever the tests print goes to stderr (the log).
+out = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
 
 
 def emit(**kw):

@@ -101,6 +101,8 @@ def run_module(module, patched, test_timeout, module_timeout):
                 rec = json.loads(line)
             except ValueError:
                 continue
+            if not isinstance(rec, dict):
+                continue
             if "start" in rec:
                 started = rec["start"]
             elif "id" in rec:

@@ -10,7 +10,7 @@ import sys
 
 from stacklessuv import monkey
 
-PATCHES = ("socket", "dns", "time", "select", "ssl", "thread", "queue", "signal")
+PATCHES = ("socket", "dns", "time", "select", "ssl", "thread", "queue", "signal", "os")
 USAGE = __doc__.strip()
 
 

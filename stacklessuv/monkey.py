@@ -6,8 +6,6 @@ that copied a name out of a module before patching (``from socket import socket`
 keeps the original; patch as early as possible, or run the program with
 ``python -m stacklessuv``.
 
-Implemented so far: socket, dns, time, select (with selectors). The other
-``patch_all`` flags are accepted and do nothing yet (ssl, thread, queue, signal);
 ``is_patched`` tells which patches are in effect.
 """
 
@@ -131,6 +129,8 @@ def patch_thread():
     idents, local and current_thread; existing logging locks are swapped for green ones."""
     if "thread" in _patched:
         return
+    import threading  # noqa: F401  (before _thread is patched: it makes its main thread)
+
     from stacklessuv import thread as green
 
     for module_name, name, value in green.patches():
@@ -151,6 +151,28 @@ def patch_queue():
     _patched.add("queue")
 
 
+def patch_os():
+    """os.read and os.write park the tasklet on a blocking pipe (see stacklessuv.os)."""
+    if "os" in _patched:
+        return
+    from stacklessuv import os as green
+
+    _patch("os", "read", green.read)
+    _patch("os", "write", green.write)
+    _patched.add("os")
+
+
+def patch_signal():
+    """signal's blocking calls park the tasklet (see stacklessuv.signal)."""
+    if "signal" in _patched:
+        return
+    from stacklessuv import signal as green
+
+    for module_name, name, value in green.patches():
+        _patch(module_name, name, value)
+    _patched.add("signal")
+
+
 def patch_all(
     socket=True,
     dns=True,
@@ -160,6 +182,7 @@ def patch_all(
     thread=True,
     queue=True,
     signal=True,
+    os=True,
 ):
     """Apply every patch asked for; calling it again is harmless."""
     if socket:
@@ -176,6 +199,10 @@ def patch_all(
         patch_thread()
     if queue:
         patch_queue()
+    if os:
+        patch_os()
+    if signal:
+        patch_signal()
     # Make this thread's hub now: its fds exist before the program opens any, as they
     # would with the real modules (no fd number a program just closed gets reused by it).
     from stacklessuv import getcurrent

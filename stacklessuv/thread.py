@@ -9,12 +9,13 @@ After ``monkey.patch_thread()`` a "thread" is a tasklet on the calling OS thread
 - A tasklet that never went through ``threading`` (one made with ``tasklet()``) gets a
   dummy Thread from ``current_thread()`` that lives and dies with the tasklet; CPython
   would register a _DummyThread for ever.
-- ``threading.local`` is ``_threading_local.local`` keyed by those per-tasklet thread
-  objects; its data goes when the tasklet ends.
+- ``threading.local`` keeps one dict per tasklet (``local`` below); as with CPython's
+  C version, a thread's data goes when the thread-tasklet ends.
 - Scheduling is cooperative: a thread-tasklet runs until it blocks (I/O, a lock, sleep).
 """
 
 import sys
+import weakref
 
 from stacklessuv._uv import RLock, get_ident, getcurrent, tasklet
 from stacklessuv._uv import lock as LockType
@@ -24,6 +25,7 @@ __all__ = [
     "RLock",
     "allocate_lock",
     "get_ident",
+    "local",
     "start_new_thread",
 ]
 
@@ -131,11 +133,86 @@ def current_thread():
     return thread
 
 
+class local:
+    """threading.local for tasklets: attributes live in a dict per tasklet (kept in the
+    tasklet's ``_thread_data``, so it is dropped when the tasklet ends). A subclass's
+    ``__init__`` runs again, with the constructor's arguments, in each tasklet that
+    first touches the object, as with CPython's."""
+
+    __slots__ = ("_local__key", "_local__args", "_local__lock", "__dict__", "__weakref__")
+
+    def __new__(cls, /, *args, **kw):
+        if (args or kw) and (cls.__init__ is object.__init__):
+            raise TypeError("Initialization arguments are not supported")
+        self = object.__new__(cls)
+        key = _LocalKey()
+        object.__setattr__(self, "_local__key", key)
+        object.__setattr__(self, "_local__args", (args, kw))
+        object.__setattr__(self, "_local__lock", RLock())
+        # Data that other tasklets hold for us goes when we do.
+        weakref.finalize(self, key.forget)
+        key.holders.add(getcurrent())
+        getcurrent()._thread_data[key] = object.__getattribute__(self, "__dict__")
+        return self
+
+    def __getattribute__(self, name):
+        with object.__getattribute__(self, "_local__lock"):
+            _switch_dict(self)
+            return object.__getattribute__(self, name)
+
+    def __setattr__(self, name, value):
+        if name == "__dict__":
+            raise AttributeError(
+                f"{type(self).__name__!r} object attribute '__dict__' is read-only"
+            )
+        with object.__getattribute__(self, "_local__lock"):
+            _switch_dict(self)
+            return object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        if name == "__dict__":
+            raise AttributeError(
+                f"{type(self).__name__!r} object attribute '__dict__' is read-only"
+            )
+        with object.__getattribute__(self, "_local__lock"):
+            _switch_dict(self)
+            return object.__delattr__(self, name)
+
+
+class _LocalKey:
+    """Names one local object in each tasklet's ``_thread_data``; knows who holds data."""
+
+    __slots__ = ("holders", "__weakref__")
+
+    def __init__(self):
+        self.holders = weakref.WeakSet()
+
+    def forget(self):
+        for t in list(self.holders):
+            t._thread_data.pop(self, None)
+
+
+def _switch_dict(self):
+    """Make the current tasklet's dict the instance dict (creating it, and running the
+    subclass's __init__, the first time this tasklet looks)."""
+    key = object.__getattribute__(self, "_local__key")
+    me = getcurrent()
+    data = me._thread_data
+    d = data.get(key)
+    if d is not None:
+        object.__setattr__(self, "__dict__", d)
+        return
+    d = data[key] = {}
+    key.holders.add(me)
+    object.__setattr__(self, "__dict__", d)
+    cls = type(self)
+    if cls.__init__ is not object.__init__:
+        args, kw = object.__getattribute__(self, "_local__args")
+        cls.__init__(self, *args, **kw)
+
+
 def patches():
     """(module, name, value) for monkey.patch_thread."""
-    import _threading_local
-
-    green_local = _threading_local.local
     out = [
         ("_thread", "start_new_thread", start_new_thread),
         ("_thread", "start_new", start_new_thread),
@@ -146,7 +223,7 @@ def patches():
         ("_thread", "get_ident", get_ident),
         ("_thread", "_count", _count),
         ("_thread", "_set_sentinel", _set_sentinel),
-        ("_thread", "_local", green_local),
+        ("_thread", "_local", local),
         ("threading", "_start_new_thread", start_new_thread),
         ("threading", "_allocate_lock", allocate_lock),
         ("threading", "Lock", allocate_lock),
@@ -154,7 +231,7 @@ def patches():
         ("threading", "_set_sentinel", _set_sentinel),
         ("threading", "get_ident", get_ident),
         ("threading", "current_thread", current_thread),
-        ("threading", "local", green_local),
+        ("threading", "local", local),
         ("_threading_local", "current_thread", current_thread),
     ]
     return out

@@ -205,7 +205,7 @@ class SSLSocket(_StdlibSSLSocket, _green.socket):
         self._sslobj = self._new_sslobj()
         try:
             if connect_ex:
-                rc = _green.socket.connect_ex(self, addr)
+                rc = _plain_connect_ex(self, addr)
             else:
                 rc = None
                 _green.socket.connect(self, addr)
@@ -380,6 +380,19 @@ class SSLSocket(_StdlibSSLSocket, _green.socket):
         self._call(_SHUTDOWN, sslobj.shutdown)
         self._sslobj = None
         return self
+
+
+def _plain_connect_ex(sock, address):
+    """The green socket's connect_ex (whose connect() would be the SSLSocket's)."""
+    try:
+        _green.socket.connect(sock, address)
+    except TimeoutError:
+        return _errno.EAGAIN  # what CPython's connect_ex reports on timeout
+    except OSError as e:
+        if e.errno is None:
+            raise
+        return e.errno
+    return 0
 
 
 class SSLContext(_StdlibSSLContext):

@@ -127,6 +127,7 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--test-timeout", type=float, default=30)
     ap.add_argument("--module-timeout", type=float, default=900)
+    ap.add_argument("--json", type=Path, default=HERE / "results.json", help="where outcomes go")
     args = ap.parse_args()
     modules = args.modules or (SMOKE if args.smoke else MODULES)
     known = read_list(KNOWN)
@@ -178,7 +179,7 @@ def main():
             ),
         )
     )
-    (HERE / "results.json").write_text(json.dumps(report, indent=1))
+    args.json.write_text(json.dumps(report, indent=1))
     print(f"\nknown failures listed: {len(known)}")
     for p in problems:
         print(p)

@@ -132,6 +132,7 @@ fn _uv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lock::Lock>()?;
     m.add_class::<lock::RLock>()?;
     m.add_function(wrap_pyfunction!(lock::get_ident, m)?)?;
+    m.add_function(wrap_pyfunction!(lock::allocate_lock, m)?)?;
     m.add("TaskletExit", py.get_type::<tasklet::TaskletExit>())?;
     m.add_function(wrap_pyfunction!(schedule, m)?)?;
     m.add_function(wrap_pyfunction!(schedule_remove, m)?)?;

@@ -201,18 +201,29 @@ fn describe(obj: &Bound<'_, PyAny>, locked: bool, extra: &str) -> PyResult<Strin
     ))
 }
 
-/// `_thread.lock` for tasklets.
-#[pyclass(module = "stacklessuv._uv", name = "lock", frozen, weakref)]
+/// `_thread.lock` for tasklets. Named as CPython's (`_thread.lock`): once threads are
+/// patched it is what `_thread.LockType` is.
+#[pyclass(module = "_thread", name = "lock", frozen, weakref)]
 #[derive(Default)]
 pub struct Lock {
     core: Core,
 }
 
+/// allocate_lock(): a new, unlocked green lock.
+#[pyfunction]
+pub fn allocate_lock() -> Lock {
+    Lock::default()
+}
+
 #[pymethods]
 impl Lock {
+    /// As in CPython, locks come from allocate_lock(), not from the type.
     #[new]
-    fn new() -> Self {
-        Lock::default()
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        Err(pyo3::exceptions::PyTypeError::new_err(
+            "cannot create '_thread.lock' instances",
+        ))
     }
 
     #[pyo3(signature = (blocking=None, timeout=None))]
@@ -284,7 +295,7 @@ struct Ownership {
 }
 
 /// `_thread.RLock` for tasklets: owned by a tasklet (its `get_ident()`), not an OS thread.
-#[pyclass(module = "stacklessuv._uv", name = "RLock", subclass, frozen, weakref)]
+#[pyclass(module = "_thread", name = "RLock", subclass, frozen, weakref)]
 #[derive(Default)]
 pub struct RLock {
     core: Core,

@@ -6,9 +6,13 @@ After ``monkey.patch_thread()`` a "thread" is a tasklet on the calling OS thread
 
 - The main tasklet of an OS thread keeps that thread's real ident, so
   ``threading.main_thread()`` and threads started before patching stay who they are.
-- A tasklet that never went through ``threading`` (one made with ``tasklet()``) gets a
-  dummy Thread from ``current_thread()`` that lives and dies with the tasklet; CPython
-  would register a _DummyThread for ever.
+- A plain tasklet (made with ``tasklet()``, not as a thread) gets a dummy Thread from
+  ``current_thread()`` that lives and dies with the tasklet; CPython would register a
+  _DummyThread for ever (it still does for ``_thread.start_new_thread`` threads).
+- A KeyboardInterrupt that escapes a thread-tasklet goes to the main tasklet: signal
+  handlers run in whichever tasklet is running, and CPython would have raised it in
+  the main thread.
+- ``get_native_id()`` stays the kernel's id: thread-tasklets share their OS thread's.
 - ``threading.local`` keeps one dict per tasklet (``local`` below); as with CPython's
   C version, a thread's data goes when the thread-tasklet ends.
 - Scheduling is cooperative: a thread-tasklet runs until it blocks (I/O, a lock, sleep).
@@ -17,7 +21,7 @@ After ``monkey.patch_thread()`` a "thread" is a tasklet on the calling OS thread
 import sys
 import weakref
 
-from stacklessuv._uv import RLock, get_ident, getcurrent, tasklet
+from stacklessuv._uv import RLock, allocate_lock, get_ident, getcurrent, getmain, tasklet
 from stacklessuv._uv import lock as LockType
 
 __all__ = [
@@ -29,7 +33,6 @@ __all__ = [
     "start_new_thread",
 ]
 
-allocate_lock = LockType
 _alive = 0  # thread-tasklets started and not yet finished (_thread._count())
 
 
@@ -54,10 +57,13 @@ _UnraisableHookArgs = _unraisable_args_type()
 
 def _run_thread(function, args, kwargs):
     global _alive
+    getcurrent()._thread_data["started_as_thread"] = True
     try:
         function(*args, **kwargs)
     except SystemExit:
         pass  # as with _thread: SystemExit (and kill()'s TaskletExit) ends a thread quietly
+    except KeyboardInterrupt as exc:
+        getmain().throw(exc, pending=True)
     except BaseException as exc:
         message = "Exception ignored in thread started by"
         args = (type(exc), exc, exc.__traceback__, message, function)
@@ -125,6 +131,8 @@ def current_thread():
         pass
     global _TaskletThread
     data = getcurrent()._thread_data
+    if data.get("started_as_thread"):
+        return threading._DummyThread()  # registers itself in _active, as CPython's
     thread = data.get("thread")
     if thread is None:
         if _TaskletThread is None:
@@ -211,6 +219,34 @@ def _switch_dict(self):
         cls.__init__(self, *args, **kw)
 
 
+def excepthook(args, /):
+    """threading.excepthook: a KeyboardInterrupt goes to the main tasklet (see the
+    module docstring); everything else to the hook threading had."""
+    if args.exc_type is not None and issubclass(args.exc_type, KeyboardInterrupt):
+        getmain().throw(args.exc_value, pending=True)
+        return
+    _threading_excepthook(args)
+
+
+def _threading_excepthook(args):
+    import threading
+
+    return threading.__excepthook__(args)
+
+
+# What introspection (and CPython's test__all__) expects of the names we put in
+# _thread and threading.
+for _obj, _module in ((get_ident, "_thread"), (allocate_lock, "_thread")):
+    try:
+        _obj.__module__ = _module
+    except (AttributeError, TypeError):
+        pass
+current_thread.__module__ = "threading"
+excepthook.__module__ = "threading"
+local.__module__ = "_thread"
+local.__name__ = local.__qualname__ = "_local"
+
+
 def patches():
     """(module, name, value) for monkey.patch_thread."""
     out = [
@@ -231,6 +267,7 @@ def patches():
         ("threading", "_set_sentinel", _set_sentinel),
         ("threading", "get_ident", get_ident),
         ("threading", "current_thread", current_thread),
+        ("threading", "excepthook", excepthook),
         ("threading", "local", local),
         ("_threading_local", "current_thread", current_thread),
     ]

@@ -136,39 +136,92 @@ impl Hub {
     }
 
     /// On the main thread, route Python's signal wake-up fd to the loop, so a signal
-    /// ends a blocking poll at once. Leaves a wake-up fd someone else set alone.
+    /// ends a blocking poll at once. A wake-up fd set before is kept as the program's
+    /// (its bytes are forwarded; see stacklessuv.signal).
     fn install_signal_wakeup(&self, py: Python<'_>) -> PyResult<()> {
-        let threading = py.import("threading")?;
-        let main_thread = threading.call_method0("main_thread")?;
-        if !threading.call_method0("current_thread")?.is(&main_thread) {
-            return Ok(());
-        }
-        let wakeup = SignalWakeup::new(self.uv.raw())?;
-        let signal = py.import("signal")?;
+        // _signal, not signal: stacklessuv.signal patches signal.set_wakeup_fd.
+        let signal = py.import("_signal")?;
+        // Only the main OS thread may set it (ValueError elsewhere); the check is
+        // CPython's own, which patched threading cannot fool.
+        let old: c_int = match signal.call_method1("set_wakeup_fd", (-1,)) {
+            Ok(old) => old.extract()?,
+            Err(e) if e.is_instance_of::<PyValueError>(py) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let wakeup = match SignalWakeup::new(self.uv.raw()) {
+            Ok(w) => w,
+            Err(e) => {
+                signal.call_method1("set_wakeup_fd", (old,))?;
+                return Err(e.into());
+            }
+        };
         let kwargs = PyDict::new(py);
         kwargs.set_item("warn_on_full_buffer", false)?;
-        let old: i64 = signal
-            .call_method("set_wakeup_fd", (wakeup.write_fd(),), Some(&kwargs))?
-            .extract()?;
-        if old != -1 {
-            signal.call_method1("set_wakeup_fd", (old,))?;
+        if let Err(e) = signal.call_method("set_wakeup_fd", (wakeup.write_fd(),), Some(&kwargs)) {
             wakeup.close();
-            return Ok(());
+            return Err(e);
         }
+        wakeup.set_forward(old, true);
         *self.signal_wakeup.borrow_mut() = Some(wakeup);
         Ok(())
     }
 
-    /// In a forked child: new kernel state for the loop, and a signal pipe of its own.
+    /// In a forked child: new kernel state for the loop, and a signal pipe of its own
+    /// (which keeps the program's wake-up fd and the tasklets in signal.pause()).
     pub fn after_fork_in_child(&self, py: Python<'_>) -> PyResult<()> {
         self.uv.after_fork()?;
         let old = self.signal_wakeup.borrow_mut().take();
         if let Some(old) = old {
-            py.import("signal")?.call_method1("set_wakeup_fd", (-1,))?;
+            py.import("_signal")?.call_method1("set_wakeup_fd", (-1,))?;
+            let installed = self.install_signal_wakeup(py);
+            if let Some(new) = self.signal_wakeup.borrow().as_ref() {
+                new.take_over(&old);
+            }
             old.close();
-            self.install_signal_wakeup(py)?;
+            installed?;
         }
         Ok(())
+    }
+
+    /// The write end of this hub's signal pipe, if it has one (main thread only).
+    pub fn signal_wakeup_fd(&self) -> Option<c_int> {
+        self.signal_wakeup.borrow().as_ref().map(|w| w.write_fd())
+    }
+
+    /// Sets the program's wake-up fd that signal bytes are forwarded to; returns the
+    /// previous one, or None if this hub has no signal pipe.
+    pub fn set_signal_forward(&self, fd: c_int, warn_on_full_buffer: bool) -> Option<c_int> {
+        let w = self.signal_wakeup.borrow();
+        w.as_ref().map(|w| w.set_forward(fd, warn_on_full_buffer))
+    }
+
+    /// signal.pause() for tasklets: parks the current one until a signal arrives, then
+    /// runs pending handlers. Returns false (nothing done) if this hub has no signal pipe.
+    pub fn pause_for_signal(&self, py: Python<'_>) -> PyResult<bool> {
+        let me = self.current_tasklet(py)?;
+        let waiter = Waiter::readiness(me.clone_ref(py));
+        {
+            let w = self.signal_wakeup.borrow();
+            let Some(w) = w.as_ref() else {
+                return Ok(false);
+            };
+            w.drain();
+            w.wait(waiter.clone());
+        }
+        let cancel = || {
+            if let Some(w) = self.signal_wakeup.borrow().as_ref() {
+                w.cancel(&waiter);
+            }
+        };
+        // Handlers of signals that came before the call run now, not after the next one.
+        if let Err(e) = py.check_signals() {
+            cancel();
+            return Err(e);
+        }
+        self.park_until(py, &me, None, cancel)?;
+        // Woken by a poll made from a tasklet: the handlers have not run yet.
+        py.check_signals()?;
+        Ok(true)
     }
 
     pub fn id(&self) -> usize {

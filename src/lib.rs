@@ -7,6 +7,7 @@ mod handles;
 mod hub;
 mod lock;
 mod resolver;
+mod signals;
 mod socket_io;
 mod sys;
 mod tasklet;
@@ -150,6 +151,10 @@ fn _uv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(_loop_alive, m)?)?;
     m.add_function(wrap_pyfunction!(hub::_hub_main, m)?)?;
+    m.add_function(wrap_pyfunction!(signals::signal_wakeup_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(signals::set_signal_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(signals::pause_for_signal, m)?)?;
+    m.add_function(wrap_pyfunction!(signals::signalfd, m)?)?;
     m.add_function(wrap_pyfunction!(greenlet::_switch_bench, m)?)?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 use super::handle::{check, Handle, UvError};
 use super::waiters::{Outcome, WaitQueue, Waiter};
 use libuv_sys2 as uv;
+use std::cell::{Cell, RefCell};
 use std::os::raw::c_int;
 use std::rc::Rc;
 
@@ -143,12 +144,21 @@ unsafe extern "C" fn on_ready(raw: *mut uv::uv_poll_t, status: c_int, events: c_
 
 /// The read end of the pipe given to `signal.set_wakeup_fd`: a signal that arrives while
 /// the hub sleeps in epoll makes Python's C handler write a byte here, which ends the
-/// sleep so the hub can run Python's signal handlers at once. Unref'd: it never keeps
-/// the loop alive by itself.
+/// sleep so the hub can run Python's signal handlers at once. Unref'd unless a tasklet
+/// waits in `signal.pause()`: it never keeps the loop alive by itself.
 pub struct SignalWakeup {
-    poll: Handle<uv::uv_poll_t, ()>,
+    poll: Handle<uv::uv_poll_t, SignalState>,
     read_fd: c_int,
     write_fd: c_int,
+}
+
+pub struct SignalState {
+    /// Tasklets in `signal.pause()`, woken by the next signal byte.
+    pausers: RefCell<Vec<Rc<Waiter>>>,
+    /// The program's own wake-up fd (-1: none): every byte we read is copied there, as
+    /// CPython's handler would have written it.
+    forward_fd: Cell<c_int>,
+    warn_on_full_buffer: Cell<bool>,
 }
 
 impl SignalWakeup {
@@ -158,8 +168,13 @@ impl SignalWakeup {
         // SAFETY: fds has room for the two descriptors uv_pipe writes.
         check(unsafe { uv::uv_pipe(fds.as_mut_ptr(), nonblock, nonblock) })?;
         let (read_fd, write_fd) = (fds[0], fds[1]);
+        let state = SignalState {
+            pausers: RefCell::new(Vec::new()),
+            forward_fd: Cell::new(-1),
+            warn_on_full_buffer: Cell::new(true),
+        };
         // SAFETY: l is a live loop and read_fd a fresh pipe end.
-        let poll = Handle::new((), |raw| unsafe { uv::uv_poll_init(l, raw, read_fd) });
+        let poll = Handle::new(state, |raw| unsafe { uv::uv_poll_init(l, raw, read_fd) });
         let poll = match poll {
             Ok(p) => p,
             Err(e) => {
@@ -167,7 +182,7 @@ impl SignalWakeup {
                 return Err(e);
             }
         };
-        // SAFETY: live, initialised poll handle.
+        // SAFETY: live, initialised poll handle; on_signal matches its state type.
         if let Err(e) = check(unsafe { uv::uv_poll_start(poll.raw(), READABLE, Some(on_signal)) }) {
             poll.close();
             close_fds(&[read_fd, write_fd]);
@@ -185,6 +200,45 @@ impl SignalWakeup {
         self.write_fd
     }
 
+    /// Sets the program's wake-up fd (-1: none); returns the previous one.
+    pub fn set_forward(&self, fd: c_int, warn_on_full_buffer: bool) -> c_int {
+        let st = self.poll.state();
+        st.warn_on_full_buffer.set(warn_on_full_buffer);
+        st.forward_fd.replace(fd)
+    }
+
+    /// Reads (and forwards) what is in the pipe now, waking nobody: bytes of signals whose
+    /// handlers already ran must not end a `pause()` that starts after them.
+    pub fn drain(&self) {
+        drain(self.poll.state(), self.read_fd);
+    }
+
+    /// Queues `w` until the next signal byte; while anyone waits, the loop stays alive.
+    pub fn wait(&self, w: Rc<Waiter>) {
+        self.poll.state().pausers.borrow_mut().push(w);
+        self.poll.set_ref(true);
+    }
+
+    /// Takes `w` off the queue (woken some other way).
+    pub fn cancel(&self, w: &Rc<Waiter>) {
+        let mut q = self.poll.state().pausers.borrow_mut();
+        q.retain(|x| !Rc::ptr_eq(x, w));
+        if q.is_empty() {
+            self.poll.set_ref(false);
+        }
+    }
+
+    /// After fork: a fresh pipe takes the old one's program fd and waiting tasklets.
+    pub fn take_over(&self, old: &SignalWakeup) {
+        let (new, old) = (self.poll.state(), old.poll.state());
+        self.set_forward(old.forward_fd.get(), old.warn_on_full_buffer.get());
+        let moved: Vec<_> = old.pausers.borrow_mut().drain(..).collect();
+        for w in moved {
+            new.pausers.borrow_mut().push(w);
+            self.poll.set_ref(true);
+        }
+    }
+
     pub fn close(self) {
         self.poll.close();
         close_fds(&[self.read_fd, self.write_fd]);
@@ -197,13 +251,100 @@ fn close_fds(fds: &[c_int]) {
     }
 }
 
-unsafe extern "C" fn on_signal(raw: *mut uv::uv_poll_t, _status: c_int, _events: c_int) {
-    // Only drain: the hub calls PyErr_CheckSignals after every blocking pass.
+/// Empties the pipe, copying each byte to the program's fd; returns how many were read.
+fn drain(st: &SignalState, fd: c_int) -> usize {
     let mut buf = [0u8; 64];
+    let mut total = 0;
+    loop {
+        let n = crate::sys::recv_pipe(fd, &mut buf);
+        if n <= 0 {
+            return total;
+        }
+        total += n as usize;
+        forward(st, &buf[..n as usize]);
+    }
+}
+
+/// Writes the signal bytes to the program's wake-up fd without blocking. A failure is
+/// reported as CPython's handler does: later, by the interpreter, outside this callback
+/// (a full buffer only if warn_on_full_buffer).
+fn forward(st: &SignalState, mut bytes: &[u8]) {
+    let fd = st.forward_fd.get();
+    if fd < 0 {
+        return;
+    }
+    while !bytes.is_empty() {
+        // SAFETY: bytes is a valid slice; a bad fd only makes write(2) fail.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n > 0 {
+            bytes = &bytes[n as usize..];
+            continue;
+        }
+        let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if err == libc::EINTR {
+            continue;
+        }
+        let full = err == libc::EAGAIN || err == libc::EWOULDBLOCK;
+        if st.warn_on_full_buffer.get() || !full {
+            // SAFETY: Py_AddPendingCall may be called without the GIL (it is meant for
+            // signal handlers); the errno travels in the pointer-sized argument.
+            unsafe {
+                pyo3::ffi::Py_AddPendingCall(Some(report_write_error), err as isize as *mut _)
+            };
+        }
+        return;
+    }
+}
+
+unsafe extern "C" {
+    /// CPython's unraisable report with a custom message (exported, not in pyo3-ffi).
+    fn _PyErr_WriteUnraisableMsg(msg: *const std::os::raw::c_char, obj: *mut pyo3::ffi::PyObject);
+}
+
+/// Runs as a pending call in the main thread, with the GIL: the same report as CPython's.
+extern "C" fn report_write_error(arg: *mut std::os::raw::c_void) -> c_int {
+    use pyo3::ffi;
+    let mut exc = std::ptr::null_mut();
+    let mut val = std::ptr::null_mut();
+    let mut tb = std::ptr::null_mut();
+    // SAFETY: pending calls run with the GIL held; any exception being handled is saved and
+    // restored around the report, and errno is set only for PyErr_SetFromErrno.
+    unsafe {
+        ffi::PyErr_Fetch(&mut exc, &mut val, &mut tb);
+        *libc::__errno_location() = arg as isize as c_int;
+        ffi::PyErr_SetFromErrno(ffi::PyExc_OSError);
+        _PyErr_WriteUnraisableMsg(
+            c"when trying to write to the signal wakeup fd".as_ptr(),
+            std::ptr::null_mut(),
+        );
+        ffi::PyErr_Restore(exc, val, tb);
+    }
+    0
+}
+
+unsafe extern "C" fn on_signal(raw: *mut uv::uv_poll_t, _status: c_int, _events: c_int) {
+    // Only drain, forward and wake pause(): the hub runs Python's handlers after this pass.
+    // SAFETY: raw belongs to a live SignalWakeup.
+    let st = unsafe { Handle::<uv::uv_poll_t, SignalState>::state_of(raw) };
     let mut fd: uv::uv_os_fd_t = -1;
     // SAFETY: raw is a live poll handle; uv_fileno reports the fd it watches.
     unsafe { uv::uv_fileno(raw as *const uv::uv_handle_t, &mut fd) };
-    while crate::sys::recv_pipe(fd, &mut buf) > 0 {}
+    if drain(st, fd) == 0 {
+        return;
+    }
+    let woken: Vec<_> = st.pausers.borrow_mut().drain(..).collect();
+    if woken.is_empty() {
+        return;
+    }
+    // SAFETY: live handle; nobody waits any more.
+    unsafe { uv::uv_unref(raw as *mut uv::uv_handle_t) };
+    // SAFETY: raw is a live handle.
+    let l = unsafe { (*raw).loop_ };
+    let q = WaitQueue::default();
+    for w in woken {
+        q.push(w);
+    }
+    q.complete_all(l, Outcome::Ready);
 }
 
 #[cfg(test)]

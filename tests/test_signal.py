@@ -420,3 +420,20 @@ def test_fork_keeps_the_program_wakeup_fd_and_pausers():
         """
     )
     assert lines == ["0 []", "[None]"]
+
+
+def test_asyncio_signal_handlers_under_the_patch():
+    lines, _ = run(
+        """
+        import asyncio, os, signal
+        async def main():
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            loop.add_signal_handler(signal.SIGUSR1, fut.set_result, "usr1")
+            loop.call_later(0.05, os.kill, os.getpid(), signal.SIGUSR1)
+            print(await asyncio.wait_for(fut, 10))
+        asyncio.run(main())
+        print(signal.set_wakeup_fd(-1))  # asyncio took its fd back
+        """
+    )
+    assert lines == ["usr1", "-1"]

@@ -26,6 +26,7 @@ patching make green sockets too, and any socket object (green or not) can be wra
 the SSLSocket takes its fd over, as CPython's does.
 """
 
+import _socket
 import errno as _errno
 import ssl as _stdlib
 import time as _time
@@ -43,6 +44,7 @@ from stacklessuv._uv import schedule as _schedule
 _StdlibSSLSocket = _stdlib.SSLSocket
 _StdlibSSLContext = _stdlib.SSLContext
 _MemoryBIO = _stdlib.MemoryBIO
+_c_recv = _socket.socket.recv
 _monotonic = _time.monotonic
 
 _WRITE_CHUNK = 256 * 1024  # plaintext per SSLObject.write: bounds the ciphertext buffer
@@ -279,22 +281,26 @@ class SSLSocket(_StdlibSSLSocket, _green.socket):
     def _receive(self, op, deadline, nonblocking):
         """Reads the next piece of the current TLS record into the incoming BIO (EOF is
         passed on); False if a non-blocking socket has nothing."""
-        if self._rx_body:
-            want = self._rx_body
-        else:
-            want = _HEADER - len(self._rx_header)
         io = self._io
-        while True:
-            try:
-                data = io.recv(want, MSG_DONTWAIT)
-                break
-            except BlockingIOError:
-                if nonblocking:
-                    return False
-            try:
-                io.wait_readable(deadline)
-            except TimeoutError:
-                raise _timeout_error(op, True) from None
+        try:
+            data = io.recv(self._rx_body or _HEADER - len(self._rx_header), MSG_DONTWAIT)
+        except BlockingIOError:
+            if nonblocking:
+                return False
+            while True:
+                try:
+                    io.wait_readable(deadline)
+                except TimeoutError:
+                    raise _timeout_error(op, True) from None
+                # The C recv after a wait: the green one would let queued readers go
+                # first, and they may be other tasklets in this same loop. The size
+                # again: another tasklet may have read meanwhile.
+                want = self._rx_body or _HEADER - len(self._rx_header)
+                try:
+                    data = _c_recv(self, want, MSG_DONTWAIT)
+                    break
+                except BlockingIOError:
+                    pass
         if not data:
             self._incoming.write_eof()
             return True

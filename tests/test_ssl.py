@@ -397,6 +397,31 @@ def test_non_blocking_callers_get_want_errors_and_blocking_ones_never(certs):
     client.close()
 
 
+def test_two_tasklets_reading_one_tls_socket_share_its_records(certs):
+    server_ctx, client_ctx = contexts(certs)
+    server, client = tls_pair(server_ctx, client_ctx)
+    client.settimeout(5)  # a reader left waiting fails the test instead of hanging it
+    got = []
+
+    def reader(n):
+        while (data := client.recv(n)) != b"":
+            got.append(data)
+
+    for n in (7, 300):
+        sl.tasklet(reader)(n)
+    sl.sleep(0.01)  # both wait now
+    records = [bytes([i % 250 + 1]) * (i % 700 + 1) for i in range(300)]
+    for i, record in enumerate(records):
+        server.sendall(record)  # one TLS record each
+        if i % 7 == 0:
+            sl.sleep(0)
+    server.close()  # the readers see a (suppressed) ragged EOF
+    sl.run()
+    assert sorted(b"".join(got)) == sorted(b"".join(records))
+    server.close()
+    client.close()
+
+
 def stdlib_timeout_message(certs, op):
     """What CPython's own ssl (fd mode, real sockets) says when ``op`` times out."""
     ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))

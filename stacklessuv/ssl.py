@@ -389,9 +389,12 @@ class SSLSocket(_StdlibSSLSocket, _green.socket):
 
 
 def _plain_connect_ex(sock, address):
-    """The green socket's connect_ex (whose connect() would be the SSLSocket's)."""
+    """connect_ex over the green socket's connect (the SSLSocket's own would recurse).
+    As in CPython, a name that does not resolve raises instead of returning its code."""
     try:
         _green.socket.connect(sock, address)
+    except _green.gaierror:
+        raise
     except TimeoutError:
         return _errno.EAGAIN  # what CPython's connect_ex reports on timeout
     except OSError as e:

@@ -1,6 +1,7 @@
 """Green TLS between tasklets, with a CA and a server certificate made at test time;
 compared with CPython's own ssl (its fd mode, unpatched) where it matters."""
 
+import errno
 import os
 import shutil
 import socket
@@ -215,6 +216,35 @@ def test_queries_and_server_side(certs):
     assert client._sslobj is None and client.version() is None
     with pytest.raises(TypeError, match="public constructor"):
         gssl.SSLSocket(gs.socket())
+
+
+def test_connect_and_connect_ex_like_cpython(certs):
+    server_ctx, client_ctx = contexts(certs)
+    closed = gs.create_server(("127.0.0.1", 0))
+    refused = closed.getsockname()
+    closed.close()
+
+    def outcome(ctx, make, address):
+        with ctx.wrap_socket(make(), server_hostname="localhost") as s:
+            try:
+                return s.connect_ex(address)
+            except OSError as e:
+                return type(e).__name__
+
+    std_ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    for address in (refused, ("no-such-host.invalid", 443)):
+        assert outcome(client_ctx, gs.socket, address) == outcome(std_ctx, socket.socket, address)
+    assert outcome(client_ctx, gs.socket, refused) == errno.ECONNREFUSED
+    listener = gs.create_server(("127.0.0.1", 0))
+    box = in_tasklet(lambda: server_ctx.wrap_socket(listener.accept()[0], server_side=True))
+    with client_ctx.wrap_socket(gs.socket(), server_hostname="localhost") as tls:
+        assert tls.connect_ex(listener.getsockname()) == 0
+        assert tls.version() is not None  # connected, then the handshake
+        with pytest.raises(ValueError, match="already-connected"):
+            tls.connect(listener.getsockname())
+    sl.run()
+    box[0].close()
+    listener.close()
 
 
 def test_sni_callback_gets_the_sslsocket_as_cpython_passes_it(certs):

@@ -452,6 +452,32 @@ def test_two_tasklets_reading_one_tls_socket_share_its_records(certs):
     client.close()
 
 
+def test_a_non_blocking_caller_spinning_on_select_lets_its_peer_run(certs):
+    """asyncore's way: select() for writability returns at once, so it is the want-error
+    that must give the peer tasklet its turn (with threads, the OS would)."""
+    from stacklessuv import select as gselect
+
+    server_ctx, client_ctx = contexts(certs)
+    raw_s, raw_c = tcp_pair()
+    box = in_tasklet(lambda: server_ctx.wrap_socket(raw_s, server_side=True))
+    raw_c.setblocking(False)
+    client = client_ctx.wrap_socket(
+        raw_c, server_hostname="localhost", do_handshake_on_connect=False
+    )
+    for _ in range(10_000):
+        gselect.select([client], [client], [], 5)
+        try:
+            client.do_handshake()
+            break
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+    else:
+        pytest.fail("the handshake never completed")
+    sl.run()
+    box[0].close()
+    client.close()
+
+
 def stdlib_timeout_message(certs, op):
     """What CPython's own ssl (fd mode, real sockets) says when ``op`` times out."""
     ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))

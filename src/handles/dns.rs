@@ -114,12 +114,14 @@ unsafe extern "C" fn on_done(
         Ok(list)
     };
     *req.lookup.outcome.borrow_mut() = Some(outcome);
-    let waiter = req.lookup.waiter.borrow_mut().take();
-    if let Some(t) = waiter {
-        // SAFETY: the request ran on a hub's loop.
-        let hub = unsafe { hub_of((*raw).loop_) };
-        Python::attach(|py| hub.wake(py, &t, None));
-    }
+    // SAFETY: the request ran on a hub's loop.
+    let hub = unsafe { hub_of((*raw).loop_) };
+    super::attach_or_leak(req, |py, req| {
+        if let Some(t) = req.lookup.waiter.borrow_mut().take() {
+            hub.wake(py, &t, None);
+        }
+        drop(req);
+    });
 }
 
 /// Copies a getaddrinfo result list into Rust values.

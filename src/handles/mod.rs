@@ -13,6 +13,32 @@ pub mod waiters;
 pub mod work;
 
 use libuv_sys2 as uv;
+use pyo3::Python;
+
+/// False once Py_Finalize has begun (e.g. in the main thread's TLS destructors at exit).
+pub(crate) fn interpreter_alive() -> bool {
+    // SAFETY: Py_IsInitialized may be called at any time, with or without the GIL.
+    unsafe { pyo3::ffi::Py_IsInitialized() != 0 }
+}
+
+/// Hands `value` to `f` with the GIL. A request that completes while an exiting thread
+/// drains its loop may find the interpreter already finalized: then nothing Python is
+/// touched and `value` (which holds Python objects) is leaked instead of dropped.
+pub(crate) fn attach_or_leak<T>(value: T, f: impl FnOnce(Python<'_>, T)) {
+    if !interpreter_alive() {
+        std::mem::forget(value);
+        return;
+    }
+    let mut slot = Some(value);
+    let _ = Python::try_attach(|py| {
+        if let Some(v) = slot.take() {
+            f(py, v);
+        }
+    });
+    if let Some(v) = slot {
+        std::mem::forget(v);
+    }
+}
 
 /// Takes a socket fd back from a libuv stream or udp handle that was given it with
 /// uv_tcp_open/uv_udp_open, so that closing the handle leaves the fd open: the epoll

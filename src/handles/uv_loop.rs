@@ -94,6 +94,11 @@ impl Loop {
                 uv::uv_close(h, None);
             }
         }
+        if !super::interpreter_alive() {
+            // The process is exiting after Py_Finalize: completions would touch freed
+            // Python state, and the kernel reclaims the fds anyway.
+            return;
+        }
         // SAFETY: live loop owned by this (exiting) thread; nothing else will run it.
         unsafe {
             uv::uv_walk(self.raw(), Some(close_one), std::ptr::null_mut());

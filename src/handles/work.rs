@@ -51,7 +51,7 @@ unsafe extern "C" fn run(raw: *mut uv::uv_work_t) {
 unsafe extern "C" fn after(raw: *mut uv::uv_work_t, _status: c_int) {
     // SAFETY: raw is the first field of the Work leaked in queue; libuv is done with it.
     let work = unsafe { Box::from_raw(raw as *mut Work) };
-    Python::attach(|_py| drop(work));
+    super::attach_or_leak(work, |_py, work| drop(work));
 }
 
 use std::os::raw::c_int;

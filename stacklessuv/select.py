@@ -78,10 +78,12 @@ def select(rlist, wlist, xlist, timeout=None):
     if not fds:
         if seconds is None:
             _uv.schedule_remove()  # nothing can ever be ready: wait forever (or deadlock)
-        elif seconds:
-            _uv.sleep(seconds)
+        else:
+            _uv.sleep(seconds)  # sleep(0) yields, as below
         return [], [], []
     ready = dict(_uv.poll_fds(list(fds.items()), seconds))
+    if not ready and seconds == 0:
+        _uv.schedule()  # see _Poll.poll
     if any(revents & POLLNVAL for revents in ready.values()):
         raise OSError(9, "Bad file descriptor")
     masks = (_REPORT_READ, _REPORT_WRITE, POLLPRI)
@@ -129,10 +131,14 @@ class _Poll:
         if not self._fds:
             if timeout is None:
                 raise RuntimeError("poll() with no fds and no timeout would wait forever")
-            if timeout:
-                _uv.sleep(timeout)
+            _uv.sleep(timeout)  # sleep(0) yields, as below
             return []
-        return _uv.poll_fds(list(self._fds.items()), timeout)
+        ready = _uv.poll_fds(list(self._fds.items()), timeout)
+        if not ready and timeout == 0:
+            # A loop polling without waiting would starve the tasklet it waits for:
+            # with threads, the OS would have run it meanwhile.
+            _uv.schedule()
+        return ready
 
 
 _Poll.__name__ = "poll"

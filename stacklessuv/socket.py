@@ -230,6 +230,8 @@ class socket(_StdlibSocket):
             self.connect(address)
         except TimeoutError:
             return 11  # EAGAIN, what CPython's connect_ex reports on timeout
+        except (gaierror, herror):
+            raise  # name resolution errors are raised by CPython's connect_ex too
         except OSError as e:
             if e.errno is None:
                 raise

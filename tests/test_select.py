@@ -100,3 +100,26 @@ def test_patched_selectors_default_selector_is_green():
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
     )
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_polling_without_waiting_lets_other_tasklets_run():
+    # A loop that polls with timeout 0 until a pipe is readable must not starve the
+    # tasklet that writes it (threads would have been preempted).
+    r, w = os.pipe()
+    try:
+        sl.tasklet(lambda: os.write(w, b"x"))()
+        spins = 0
+        while not gselect.select([r], [], [], 0)[0]:
+            spins += 1
+            assert spins < 1000
+        p = gselect.poll()
+        p.register(r, gselect.POLLIN)
+        os.read(r, 1)
+        sl.tasklet(lambda: os.write(w, b"y"))()
+        spins = 0
+        while not p.poll(0):
+            spins += 1
+            assert spins < 1000
+    finally:
+        os.close(r)
+        os.close(w)

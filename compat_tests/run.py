@@ -46,7 +46,17 @@ MODULES = [
     "test_thread",
     "test_queue",
 ]
-SMOKE = ["test_timeout", "test_select", "test_selectors", "test_socket"]
+SMOKE = [
+    "test_timeout",
+    "test_select",
+    "test_selectors",
+    "test_socket",
+    "test_ssl",
+    "test_httplib",
+    "test_ftplib",
+    "test_thread",
+    "test_threading",
+]
 # Tests that hang or fail unpatched here, whatever we do (environment, not us).
 ENVIRONMENT = HERE / "environment_skips.txt"
 KNOWN = HERE / "known_failures.txt"

@@ -39,6 +39,8 @@ pub struct Hub {
     by_greenlet: RefCell<HashMap<usize, Py<Tasklet>>>,
     schedule_callback: RefCell<Option<Py<PyAny>>>,
     channel_waiters: Cell<usize>,
+    /// Tasklets parked on locks that only tasklets of this hub can release.
+    local_waiters: Cell<usize>,
     signal_wakeup: RefCell<Option<SignalWakeup>>,
     async_wakeup: AsyncWakeup,
     thread_waiters: RefCell<HashMap<u64, Py<Tasklet>>>,
@@ -123,6 +125,7 @@ impl Hub {
             by_greenlet: RefCell::new(by_greenlet),
             schedule_callback: RefCell::new(None),
             channel_waiters: Cell::new(0),
+            local_waiters: Cell::new(0),
             signal_wakeup: RefCell::new(None),
             async_wakeup,
             thread_waiters: RefCell::new(HashMap::new()),
@@ -742,25 +745,36 @@ impl Hub {
 
     /// Parks `me` until another thread posts `id` to the inbox (or an exception arrives).
     pub fn wait_for_thread(&self, py: Python<'_>, me: &Py<Tasklet>, id: u64) -> PyResult<()> {
-        self.wait_for_thread_until(py, me, id, None)
+        self.wait_for_thread_until(py, me, id, None, true)
     }
 
     /// Like `wait_for_thread`, but also returns once `deadline` (monotonic seconds) passes.
     /// `wake_thread_waiter(id)` wakes it too, so a waiter on this hub needs no uv_async.
+    /// Unless `other_threads_may_wake`, the wait does not keep the loop alive: with
+    /// nothing else left to run, the hub reports a deadlock instead of hanging.
     pub fn wait_for_thread_until(
         &self,
         py: Python<'_>,
         me: &Py<Tasklet>,
         id: u64,
         deadline: Option<f64>,
+        other_threads_may_wake: bool,
     ) -> PyResult<()> {
         self.thread_waiters
             .borrow_mut()
             .insert(id, me.clone_ref(py));
-        self.async_wakeup.add_waiter();
+        if other_threads_may_wake {
+            self.async_wakeup.add_waiter();
+        } else {
+            self.local_waiters.set(self.local_waiters.get() + 1);
+        }
         let result = self.park_until(py, me, deadline, || {});
         self.thread_waiters.borrow_mut().remove(&id);
-        self.async_wakeup.remove_waiter();
+        if other_threads_may_wake {
+            self.async_wakeup.remove_waiter();
+        } else {
+            self.local_waiters.set(self.local_waiters.get() - 1);
+        }
         result
     }
 
@@ -872,13 +886,17 @@ impl Hub {
             Place::Paused => {
                 "nothing: it is paused (schedule_remove() or a raw greenlet switch)".into()
             }
+            Place::HubWait if self.local_waiters.get() > 0 => {
+                others += self.local_waiters.get() - 1;
+                "a lock (or the hub), and no tasklet is left that could release it".into()
+            }
             Place::HubWait => "the hub, but no handle is left that could wake it".into(),
             _ => "nothing".into(),
         };
         format!(
             "Deadlock: the last runnable tasklet cannot be blocked. The main tasklet waits on \
-             {waits_on}; {others} other tasklet(s) are blocked on channels, and nothing waits \
-             on I/O, timers or other threads."
+             {waits_on}; {others} other tasklet(s) are blocked on channels or locks, and nothing \
+             waits on I/O, timers or other threads."
         )
     }
 }

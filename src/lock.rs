@@ -83,6 +83,7 @@ impl Core {
         let me = hub.current_tasklet(py)?;
         let granted = Arc::new(AtomicBool::new(false));
         let id = hub.new_waiter_id();
+        let other_threads_may_wake = crate::sys::other_python_threads(py);
         self.state().waiters.push_back(Waiter {
             id,
             hub_id: hub.id(),
@@ -90,7 +91,7 @@ impl Core {
             granted: granted.clone(),
         });
         loop {
-            let parked = hub.wait_for_thread_until(py, &me, id, deadline);
+            let parked = hub.wait_for_thread_until(py, &me, id, deadline, other_threads_may_wake);
             if granted.load(Ordering::Acquire) {
                 if parked.is_err() {
                     // Interrupted (kill, KeyboardInterrupt) just as the lock arrived: pass it on.

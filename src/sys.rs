@@ -6,6 +6,17 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use std::os::raw::c_int;
 
+/// Whether a Python thread other than the caller exists: only such a thread could
+/// release a lock that every tasklet of the caller's hub is stuck behind.
+pub fn other_python_threads(_py: Python<'_>) -> bool {
+    // SAFETY: with the GIL held (the token proves it) the interpreter's thread list is
+    // stable while we look at its first two entries.
+    unsafe {
+        let head = ffi::PyInterpreterState_ThreadHead(ffi::PyInterpreterState_Get());
+        !head.is_null() && !ffi::PyThreadState_Next(head).is_null()
+    }
+}
+
 /// The calling thread's errno after a failed syscall.
 fn errno() -> c_int {
     std::io::Error::last_os_error()

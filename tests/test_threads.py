@@ -342,3 +342,26 @@ def test_os_read_on_a_pipe_parks_only_the_tasklet():
         """
     lines, _ = run(code)
     assert lines == ["[] True", "[b'hi']", "EAGAIN 11", "4", "b''"]
+
+
+def test_waiting_on_a_lock_nobody_can_release_is_a_deadlock_not_a_hang():
+    lines, _ = run(
+        """
+        import threading
+        import stacklessuv as sl
+        lock = threading.Lock()
+        never = sl.channel()
+        def holder():
+            with lock:
+                never.receive()
+        threading.Thread(target=holder, daemon=True).start()
+        try:
+            lock.acquire()
+        except RuntimeError as e:
+            print(str(e).split(";")[0])
+        """
+    )
+    assert lines == [
+        "Deadlock: the last runnable tasklet cannot be blocked. The main tasklet waits on "
+        "a lock (or the hub), and no tasklet is left that could release it"
+    ]

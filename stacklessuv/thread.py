@@ -247,8 +247,33 @@ local.__module__ = "_thread"
 local.__name__ = local.__qualname__ = "_local"
 
 
+# threading internals the patch replaces or relies on (CPython 3.11 and 3.12 have them;
+# 3.13 reworked thread start-up and joining).
+_THREADING_INTERNALS = (
+    "_start_new_thread",
+    "_allocate_lock",
+    "_set_sentinel",
+    "_CRLock",
+    "_active",
+    "_main_thread",
+    "_shutdown_locks",
+    "_shutdown_locks_lock",
+    "_DummyThread",
+    "_newname",
+)
+
+
 def patches():
-    """(module, name, value) for monkey.patch_thread."""
+    """(module, name, value) for monkey.patch_thread; refuses, rather than half-patch,
+    a threading module without the internals it replaces."""
+    import threading
+
+    missing = [name for name in _THREADING_INTERNALS if not hasattr(threading, name)]
+    if missing:
+        raise RuntimeError(
+            f"stacklessuv cannot patch threads on Python {sys.version.split()[0]}: threading "
+            f"has no {', '.join(missing)}; run with patch_all(thread=False) or --no-thread"
+        )
     out = [
         ("_thread", "start_new_thread", start_new_thread),
         ("_thread", "start_new", start_new_thread),

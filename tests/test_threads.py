@@ -365,3 +365,24 @@ def test_waiting_on_a_lock_nobody_can_release_is_a_deadlock_not_a_hang():
         "Deadlock: the last runnable tasklet cannot be blocked. The main tasklet waits on "
         "a lock (or the hub), and no tasklet is left that could release it"
     ]
+
+
+def test_thread_patch_refuses_a_threading_without_the_internals_it_replaces():
+    lines, _ = run(
+        """
+        import threading
+        del threading._set_sentinel
+        from stacklessuv import monkey
+        try:
+            monkey.patch_all()
+        except RuntimeError as e:
+            print(str(e).split(":", 1)[1].strip())
+        from stacklessuv import _uv
+        print(monkey.is_patched("thread"), isinstance(threading.Lock(), _uv.lock))
+        """,
+        patched=False,
+    )
+    assert lines == [
+        "threading has no _set_sentinel; run with patch_all(thread=False) or --no-thread",
+        "False False",
+    ]

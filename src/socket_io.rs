@@ -51,6 +51,9 @@ pub struct SocketIO {
     /// Negative: blocking (None); 0: non-blocking; positive: seconds.
     timeout: Cell<f64>,
     handles: RefCell<Option<Handles>>,
+    /// The reader whose turn it is (see `defers_to_queued_readers`): the tasklet last
+    /// woken because the socket became readable, by identity (0: none).
+    read_turn: Cell<usize>,
 }
 
 /// The libuv side of one socket, all in the loop of the hub `hub_id`.
@@ -159,6 +162,11 @@ fn would_block() -> PyErr {
     PyBlockingIOError::new_err((libc::EAGAIN, "Resource temporarily unavailable"))
 }
 
+/// A tasklet's identity for `read_turn`: compared, never dereferenced.
+fn tasklet_key(t: &Py<Tasklet>) -> usize {
+    t.as_ptr() as usize
+}
+
 impl SocketIO {
     fn nonblocking(&self) -> bool {
         self.timeout.get() == 0.0
@@ -180,6 +188,22 @@ impl SocketIO {
         } else {
             Ok(fd)
         }
+    }
+
+    /// FIFO among readers: whether this recv must let the readers queued on the socket go
+    /// first (it then queues behind them). Only a recv that would wait if it found
+    /// nothing defers, only to readers already queued, and never the reader just woken
+    /// for its turn, whether by recv's own wait or by a separate wait_readable(): if
+    /// woken readers deferred, each could defer to another that defers too, forever.
+    /// A non-blocking recv never waits, so it never queues and never defers: it reports
+    /// what the kernel has, as CPython's does. A turn is good for one recv: checking
+    /// ends it, whoever's it was.
+    fn defers_to_queued_readers(&self, py: Python<'_>, flags: c_int) -> PyResult<bool> {
+        let turn = self.read_turn.take();
+        if self.nonblocking() || flags & libc::MSG_DONTWAIT != 0 || !self.readers_waiting() {
+            return Ok(false);
+        }
+        Ok(turn == 0 || turn != tasklet_key(&Hub::get(py)?.current_tasklet(py)?))
     }
 
     fn readers_waiting(&self) -> bool {
@@ -288,6 +312,7 @@ impl SocketIO {
 
     /// Parks the current tasklet until the fd is ready for `dir`, or libuv has read
     /// into `buf` (a completion read, TCP only). Ok(None) means the deadline passed.
+    /// A reader woken because the fd is readable gets the read turn.
     #[inline(always)]
     fn wait(
         &self,
@@ -302,9 +327,28 @@ impl SocketIO {
             Some((p, n)) => Waiter::read_into(me.clone_ref(py), p, n),
             None => Waiter::readiness(me.clone_ref(py)),
         };
-        if !self.home_handles(hub)? {
-            return self.wait_away(py, hub, &me, dir, &w, deadline);
+        let outcome = if self.home_handles(hub)? {
+            self.wait_home(py, hub, &me, dir, &w, deadline)?
+        } else {
+            self.wait_away(py, hub, &me, dir, &w, deadline)?
+        };
+        if dir == Dir::Read && outcome == Some(Outcome::Ready) {
+            self.read_turn.set(tasklet_key(&me));
         }
+        Ok(outcome)
+    }
+
+    /// A wait in the loop that holds our handles: queued on the socket's own handle.
+    #[inline(always)]
+    fn wait_home(
+        &self,
+        py: Python<'_>,
+        hub: &Hub,
+        me: &Py<Tasklet>,
+        dir: Dir,
+        w: &Rc<Waiter>,
+        deadline: Option<f64>,
+    ) -> PyResult<Option<Outcome>> {
         let events = if dir == Dir::Read { READABLE } else { WRITABLE };
         self.ensure_handle(hub, dir)?;
         {
@@ -330,7 +374,7 @@ impl SocketIO {
                 }
             }
         };
-        park_waiter(py, hub, &me, &w, deadline, cancel)
+        park_waiter(py, hub, me, w, deadline, cancel)
     }
 
     /// A wait from a thread whose loop does not hold our handles: a temporary watcher
@@ -411,7 +455,6 @@ impl SocketIO {
         py: Python<'_>,
         len: usize,
         flags: c_int,
-        my_turn: bool,
     ) -> PyResult<Option<Py<PyAny>>> {
         const SCRATCH_MAX: usize = 256 * 1024;
         thread_local! {
@@ -425,15 +468,11 @@ impl SocketIO {
                     if buf.len() < len {
                         buf.resize(len, 0);
                     }
-                    Some(
-                        match self.try_recv(py, buf.as_mut_ptr(), len, flags, my_turn) {
-                            Ok(Some(n)) => {
-                                Ok(Some(PyBytes::new(py, &buf[..n]).into_any().unbind()))
-                            }
-                            Ok(None) => Ok(None),
-                            Err(e) => Err(e),
-                        },
-                    )
+                    Some(match self.try_recv(py, buf.as_mut_ptr(), len, flags) {
+                        Ok(Some(n)) => Ok(Some(PyBytes::new(py, &buf[..n]).into_any().unbind())),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    })
                 }
                 Err(_) => None, // re-entered from a signal handler: use a buffer of its own
             })
@@ -442,7 +481,7 @@ impl SocketIO {
             Some(result) => result,
             None => {
                 let out = BytesBuilder::new(py, len)?;
-                match self.try_recv(py, out.ptr(), len, flags, my_turn)? {
+                match self.try_recv(py, out.ptr(), len, flags)? {
                     Some(n) => out.finish(py, n).map(Some),
                     None => Ok(None),
                 }
@@ -450,21 +489,20 @@ impl SocketIO {
         }
     }
 
-    /// The recv syscall, unless other readers wait first (FIFO) and this caller was not
-    /// just woken for its turn. None: it would block.
+    /// The recv syscall, unless the caller must let queued readers go first. None: it
+    /// would block (or must queue).
     fn try_recv(
         &self,
         py: Python<'_>,
         buf: *mut u8,
         len: usize,
         flags: c_int,
-        my_turn: bool,
     ) -> PyResult<Option<usize>> {
+        if self.defers_to_queued_readers(py, flags)? {
+            return Ok(None);
+        }
         loop {
             let fd = self.check_open()?;
-            if !my_turn && self.readers_waiting() {
-                return Ok(None);
-            }
             match sys::recv(fd, buf, len, flags) {
                 Ok(n) => return Ok(Some(n)),
                 Err(libc::EINTR) => py.check_signals()?,
@@ -485,9 +523,8 @@ impl SocketIO {
         callers_buffer: bool,
     ) -> PyResult<usize> {
         let deadline = self.start_deadline();
-        let mut my_turn = false;
         loop {
-            if let Some(n) = self.try_recv(py, buf, len, flags, my_turn)? {
+            if let Some(n) = self.try_recv(py, buf, len, flags)? {
                 return Ok(n);
             }
             if self.nonblocking() || flags & libc::MSG_DONTWAIT != 0 {
@@ -499,7 +536,7 @@ impl SocketIO {
                 None => return Err(timeout_error()),
                 Some(Outcome::Read(n)) => return Ok(n),
                 Some(Outcome::Failed(e)) => return Err(os_error(-e)),
-                Some(Outcome::Ready) => my_turn = true,
+                Some(Outcome::Ready) => {} // our turn: retry
             }
         }
     }
@@ -567,6 +604,7 @@ impl SocketIO {
             kind,
             timeout: Cell::new(-1.0),
             handles: RefCell::new(None),
+            read_turn: Cell::new(0),
         })
     }
 
@@ -618,16 +656,14 @@ impl SocketIO {
         }
         // The buffer exists only around the syscall: an idle connection holds none.
         let deadline = self.start_deadline();
-        let mut my_turn = false;
         loop {
-            if let Some(got) = self.recv_via_scratch(py, len, flags, my_turn)? {
+            if let Some(got) = self.recv_via_scratch(py, len, flags)? {
                 return Ok(got);
             }
             if flags & libc::MSG_DONTWAIT != 0 {
                 return Err(would_block());
             }
-            self.wait_ready(py, Dir::Read, deadline)?;
-            my_turn = true;
+            self.wait_ready(py, Dir::Read, deadline)?; // gives us the read turn
         }
     }
 

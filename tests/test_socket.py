@@ -229,6 +229,84 @@ def test_waiters_on_one_socket_are_served_in_fifo_order():
         assert got == [("p", b"1"), ("q", b"2"), ("r", b"3")]
 
 
+def test_readers_woken_by_wait_readable_read_with_msg_dontwait():
+    # The pattern of the green TLS socket: wait for readability, then a non-blocking
+    # recv. The woken reader must read; it used to defer to the other queued reader,
+    # which deferred back (a livelock that never read the data).
+    a, b = tcp_pair()
+    got = []
+
+    def reader(name):
+        for attempt in range(1, 101):
+            b._io.wait_readable()
+            try:
+                got.append((name, b._io.recv(5, gs.MSG_DONTWAIT), attempt))
+                return
+            except BlockingIOError:
+                pass
+        got.append((name, "no data after 100 wake-ups", attempt))
+
+    with a, b:
+        for name in "pq":
+            sl.tasklet(reader)(name)
+        sl.schedule()
+        a.sendall(b"helloworld")
+        sl.run()
+        assert got == [("p", b"hello", 1), ("q", b"world", 1)]
+
+
+def test_reader_woken_by_wait_readable_keeps_its_place_for_a_blocking_recv():
+    a, b = tcp_pair()
+    got = []
+
+    def waits_then_reads():
+        b._io.wait_readable()
+        got.append(("p", b.recv(1)))
+
+    with a, b:
+        sl.tasklet(waits_then_reads)()
+        sl.tasklet(lambda: got.append(("q", b.recv(1))))()
+        sl.schedule()
+        a.sendall(b"12")
+        sl.run()
+        assert got == [("p", b"1"), ("q", b"2")]
+
+
+@pytest.mark.parametrize("call", ["recv", "recv_into"])
+@pytest.mark.parametrize("mode", ["MSG_DONTWAIT", "timeout 0"])
+def test_nonblocking_recv_reads_what_is_there_while_another_tasklet_waits(call, mode):
+    # As CPython's: a non-blocking recv returns the data the kernel has, and raises
+    # EAGAIN only when there is none. It never queues, so it never waits for its turn.
+    a, b = tcp_pair()
+    got = []
+
+    def waiter():
+        b._io.wait_readable()  # parked on the socket's reader queue, in any mode
+        got.append(b.recv(5, gs.MSG_DONTWAIT))
+
+    def recv_now():
+        flags = gs.MSG_DONTWAIT if mode == "MSG_DONTWAIT" else 0
+        if call == "recv":
+            return b.recv(5, flags)
+        buf = bytearray(5)
+        return bytes(buf[: b.recv_into(buf, 5, flags)])
+
+    with a, b:
+        t = sl.tasklet(waiter)()
+        sl.schedule()
+        assert t.blocked
+        if mode == "timeout 0":
+            b.setblocking(False)
+        a.sendall(b"hello")
+        assert recv_now() == b"hello"
+        with pytest.raises(BlockingIOError) as e:
+            recv_now()
+        assert e.value.errno == errno.EAGAIN
+        a.sendall(b"world")
+        sl.run()
+        assert got == [b"world"]
+
+
 def test_writers_on_one_socket_do_not_interleave_lost_bytes():
     a, b = tcp_pair()
     with a, b:

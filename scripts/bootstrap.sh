@@ -32,6 +32,15 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$STAMP"
 fi
 
+# tests/test_clients.py runs a real redis-server (Debian's package).
+if ! command -v redis-server >/dev/null; then
+  log "installing redis-server"
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  apt_install() { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+  out=$(apt_install 2>&1 || { $SUDO apt-get update -qq && apt_install; } 2>&1) \
+    || { printf '%s\n' "$out" >&2; log "could not install redis-server"; exit 1; }
+fi
+
 # bindgen (used by libuv-sys2) loads libclang at build time.
 if [ -z "${LIBCLANG_PATH:-}" ]; then
   found=$(ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* 2>/dev/null | grep -v cpp | head -n1 || true)

@@ -11,7 +11,9 @@ client or server package is a failure (scripts/bootstrap.sh installs them).
 """
 
 import contextlib
+import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -259,18 +261,7 @@ import redis
 
 r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), socket_timeout=30)
 N, BLOCKED = 50, 20
-natives, lock = set(), threading.Lock()
-inflight = {"now": 0, "max": 0}
-
-def tracked(call, *args):  # counts commands sent and not yet answered
-    with lock:
-        inflight["now"] += 1
-        inflight["max"] = max(inflight["max"], inflight["now"])
-    try:
-        return call(*args)
-    finally:
-        with lock:
-            inflight["now"] -= 1
+natives = set()
 
 def wait_blocked(n):  # until the server reports n clients blocked in BLPOP
     deadline = time.monotonic() + 20
@@ -292,25 +283,24 @@ b = start(blocker)
 wait_blocked(1)
 
 ok = [None] * N
-go = threading.Event()  # all start together: replies on loopback come back fast
 def worker(i):
     natives.add(threading.get_native_id())
-    go.wait()
-    good = tracked(r.set, f"k{i}", i) and tracked(r.get, f"k{i}") == str(i).encode()
-    tracked(r.incr, "counter")
+    good = r.set(f"k{i}", i) and r.get(f"k{i}") == str(i).encode()
+    r.incr("counter")
     with r.pipeline() as p:  # MULTI/EXEC
         p.set(f"p{i}", 2 * i).incr(f"p{i}").get(f"p{i}")
-        good = good and tracked(p.execute) == [True, 2 * i + 1, str(2 * i + 1).encode()]
+        good = good and p.execute() == [True, 2 * i + 1, str(2 * i + 1).encode()]
     ok[i] = bool(good)
 workers = [start(worker, i) for i in range(N)]
-go.set()
 for t in workers:
     t.join()
 blpop_parked = b.is_alive() and not woken
 start(r.lpush, "wake", "hello").join()
 b.join()
 
-# many BLPOPs blocked in the server at once, each woken by its own LPUSH
+# many BLPOPs blocked in the server at once, each woken by its own LPUSH: commands in
+# flight together (counted by the server). The workers above may not overlap at all: a
+# tasklet switches only when it waits, and redis on loopback may answer before it reads.
 got = [None] * BLOCKED
 def pop(i):
     natives.add(threading.get_native_id())
@@ -332,7 +322,7 @@ print(json.dumps({
     "popped": all(g == (f"q{i}".encode(), f"v{i}".encode()) for i, g in enumerate(got)),
     "native_ids": len(natives),
     "same_thread": natives == {threading.get_native_id()},
-    "max_inflight": inflight["max"],
+    "max_inflight": blocked_at_once,
 }))
 """
 
@@ -346,3 +336,117 @@ def test_redis_commands_pipelines_and_blocking_pops(redis_port):
     assert report["blpop_parked_while_others_ran"] is True, report
     assert report["woken"] == [["wake", "hello"]], report
     assert report["blocked_at_once"] == 20 and report["popped"] is True, report
+
+
+# -- 3. ftplib (FTP and FTP_TLS) against pyftpdlib -----------------------------------
+
+FTP_SERVER = """
+import json, logging, os, sys, threading, time
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler  # TLS_FTPHandler needs pyopenssl
+from pyftpdlib.servers import ThreadedFTPServer
+
+root, certs, stats_file = sys.argv[1:]
+logging.basicConfig(level=logging.WARNING)
+authorizer = DummyAuthorizer()
+authorizer.add_user("user", "secret", root, perm="elradfmwMT")
+lock = threading.Lock()
+stats = {"inflight": 0, "max_inflight": 0, "transfers": 0, "protected": 0}
+
+class Slow:  # each transfer command waits a little, counting those waiting at once
+    def slow(self):
+        with lock:
+            stats["transfers"] += 1
+            stats["protected"] += bool(getattr(self, "_prot", False))
+            stats["inflight"] += 1
+            stats["max_inflight"] = max(stats["max_inflight"], stats["inflight"])
+        time.sleep(0.1)
+        with lock:
+            stats["inflight"] -= 1
+            with open(stats_file + ".tmp", "w") as f:
+                json.dump(stats, f)
+            os.replace(stats_file + ".tmp", stats_file)
+    def ftp_STOR(self, *args, **kw):
+        self.slow()
+        return super().ftp_STOR(*args, **kw)
+    def ftp_RETR(self, *args, **kw):
+        self.slow()
+        return super().ftp_RETR(*args, **kw)
+
+class Plain(Slow, FTPHandler):
+    authorizer = authorizer
+
+class TLS(Slow, TLS_FTPHandler):
+    authorizer = authorizer
+    certfile, keyfile = certs + "/server.pem", certs + "/server.key"
+    tls_control_required = tls_data_required = True
+
+plain = ThreadedFTPServer(("127.0.0.1", 0), Plain)  # a thread per session
+tls = ThreadedFTPServer(("127.0.0.1", 0), TLS)
+print(json.dumps({"plain": plain.address[1], "tls": tls.address[1]}), flush=True)
+plain.serve_forever()  # both servers share the default IOLoop
+"""
+
+FTP_CLIENT = """
+import ftplib, hashlib, io, json, os, ssl, sys, threading
+
+ports, ca = json.loads(sys.argv[1]), sys.argv[2]
+N = 8  # sessions of each kind
+seed = open(sys.argv[3], "rb").read()
+natives = set()
+
+def session(i, tls):
+    natives.add(threading.get_native_id())
+    if tls:
+        ftp = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=ca), timeout=30)
+        ftp.connect("localhost", ports["tls"])
+        ftp.login("user", "secret")  # AUTH TLS first
+        ftp.prot_p()  # data connections over TLS too
+    else:
+        ftp = ftplib.FTP(timeout=30)
+        ftp.connect("127.0.0.1", ports["plain"])
+        ftp.login("user", "secret")
+    name = f"{'tls' if tls else 'plain'}-{i}.bin"
+    data = os.urandom(100_000 + i)
+    ftp.storbinary(f"STOR {name}", io.BytesIO(data))
+    back, mine = io.BytesIO(), io.BytesIO()
+    ftp.retrbinary(f"RETR {name}", back.write)
+    ftp.retrbinary("RETR seed.bin", mine.write)  # everyone downloads the same file at once
+    ok = back.getvalue() == data and mine.getvalue() == seed and ftp.size(name) == len(data)
+    ok = ok and name in ftp.nlst()
+    ftp.quit()
+    return name, hashlib.sha256(data).hexdigest(), ok
+
+results = []
+threads = [
+    threading.Thread(target=lambda i=i, tls=tls: results.append(session(i, tls)))
+    for i in range(N) for tls in (False, True)
+]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({
+    "ok": [ok for _, _, ok in results],
+    "uploaded": {name: digest for name, digest, _ in results},
+    "native_ids": len(natives),
+}))
+"""
+
+
+def test_ftplib_plain_and_tls_sessions_against_pyftpdlib(certs, tmp_path):
+    root = tmp_path / "ftp"
+    root.mkdir()
+    (root / "seed.bin").write_bytes(os.urandom(300_000))
+    stats_file = tmp_path / "stats.json"
+    args = (root, certs, stats_file)
+    with server_process(FTP_SERVER, *args, log=tmp_path / "server.log") as ports:
+        report = run_patched(FTP_CLIENT, json.dumps(ports), certs / "ca.pem", root / "seed.bin")
+    stats = json.loads(stats_file.read_text())
+    print(report, stats)
+    report["max_inflight"] = stats["max_inflight"]
+    check_common(report, 16)
+    # the server has every upload as sent, and saw 3 transfers per session, TLS ones protected
+    on_disk = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.glob("*-*.bin")}
+    assert on_disk == report["uploaded"] and len(on_disk) == 16
+    assert stats["transfers"] == 48 and stats["protected"] == 24, stats

@@ -11,6 +11,7 @@ client or server package is a failure (scripts/bootstrap.sh installs them).
 """
 
 import contextlib
+import email
 import hashlib
 import json
 import os
@@ -450,3 +451,116 @@ def test_ftplib_plain_and_tls_sessions_against_pyftpdlib(certs, tmp_path):
     on_disk = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.glob("*-*.bin")}
     assert on_disk == report["uploaded"] and len(on_disk) == 16
     assert stats["transfers"] == 48 and stats["protected"] == 24, stats
+
+
+# -- 4. smtplib (plain and STARTTLS) against aiosmtpd ---------------------------------
+
+SMTP_SERVER = """
+import asyncio, json, os, ssl, sys, uuid
+from aiosmtpd.smtp import SMTP
+
+outdir, certs = sys.argv[1:]
+stats = {"inflight": 0, "max_inflight": 0}
+
+class Handler:  # each message waits a little before it is accepted, then goes to a file
+    async def handle_DATA(self, server, session, envelope):
+        stats["inflight"] += 1
+        stats["max_inflight"] = max(stats["max_inflight"], stats["inflight"])
+        await asyncio.sleep(0.1)
+        stats["inflight"] -= 1
+        message = {
+            "from": envelope.mail_from,
+            "to": envelope.rcpt_tos,
+            "tls": session.ssl is not None,
+            "content": envelope.content.decode(),
+        }
+        for name, data in ((f"{uuid.uuid4().hex}.json", message), ("stats.json", stats)):
+            with open(os.path.join(outdir, name + ".tmp"), "w") as f:
+                json.dump(data, f)
+            os.replace(os.path.join(outdir, name + ".tmp"), os.path.join(outdir, name))
+        return "250 Message accepted for delivery"
+
+async def main():
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certs + "/server.pem", certs + "/server.key")
+    loop = asyncio.get_running_loop()
+    handler = Handler()
+    plain = await loop.create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+    tls = await loop.create_server(
+        lambda: SMTP(handler, tls_context=ctx, require_starttls=True), "127.0.0.1", 0
+    )
+    ports = {"plain": plain.sockets[0].getsockname()[1], "tls": tls.sockets[0].getsockname()[1]}
+    print(json.dumps(ports), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+SMTP_CLIENT = """
+import json, smtplib, ssl, sys, threading
+from email.message import EmailMessage
+
+ports, ca = json.loads(sys.argv[1]), sys.argv[2]
+N = 10  # senders of each kind
+natives = set()
+
+def send(i, tls):
+    natives.add(threading.get_native_id())
+    kind = "tls" if tls else "plain"
+    msg = EmailMessage()
+    msg["From"], msg["To"] = f"sender{i}@example.com", f"rcpt{i}@example.com"
+    msg["Subject"] = f"{kind} {i}"
+    msg.set_content(f"message {kind} {i}\\n" + "line of text\\n" * 2000)
+    with smtplib.SMTP("localhost", ports[kind], timeout=30) as smtp:
+        smtp.ehlo()
+        if tls:
+            smtp.starttls(context=ssl.create_default_context(cafile=ca))
+            smtp.ehlo()
+        refused = smtp.send_message(msg, to_addrs=[f"rcpt{i}@example.com", "cc@example.com"])
+    return refused == {}
+
+results = []
+threads = [
+    threading.Thread(target=lambda i=i, tls=tls: results.append(send(i, tls)))
+    for i in range(N) for tls in (False, True)
+]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+
+# the STARTTLS server refuses mail over the plain channel
+with smtplib.SMTP("localhost", ports["tls"], timeout=30) as smtp:
+    try:
+        smtp.sendmail("a@example.com", ["b@example.com"], "Subject: no\\r\\n\\r\\nno\\r\\n")
+        refused = "accepted"
+    except smtplib.SMTPSenderRefused as e:
+        refused = e.smtp_code
+print(json.dumps({"ok": results, "native_ids": len(natives), "plain_refused": refused}))
+"""
+
+
+def test_smtplib_plain_and_starttls_against_aiosmtpd(certs, tmp_path):
+    box = tmp_path / "mail"
+    box.mkdir()
+    with server_process(SMTP_SERVER, box, certs, log=tmp_path / "server.log") as ports:
+        report = run_patched(SMTP_CLIENT, json.dumps(ports), certs / "ca.pem")
+    stats = json.loads((box / "stats.json").read_text())
+    print(report, stats)
+    report["max_inflight"] = stats["max_inflight"]
+    check_common(report, 20)
+    assert report["plain_refused"] == 530, report
+    received = {}
+    for path in box.glob("*.json"):
+        if path.name != "stats.json":
+            m = json.loads(path.read_text())
+            m["message"] = email.message_from_string(m["content"])
+            received[m["message"]["Subject"]] = m
+    assert set(received) == {f"{kind} {i}" for kind in ("plain", "tls") for i in range(10)}
+    for subject, m in received.items():
+        kind, i = subject.split()
+        assert m["tls"] == (kind == "tls"), m
+        assert m["from"] == m["message"]["From"] == f"sender{i}@example.com", m
+        assert m["to"] == [f"rcpt{i}@example.com", "cc@example.com"], m
+        body = m["message"].get_payload().replace("\r\n", "\n")
+        assert body == f"message {kind} {i}\n" + "line of text\n" * 2000, m

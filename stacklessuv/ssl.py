@@ -26,7 +26,6 @@ patching make green sockets too, and any socket object (green or not) can be wra
 the SSLSocket takes its fd over, as CPython's does.
 """
 
-import _socket
 import errno as _errno
 import ssl as _stdlib
 import time as _time
@@ -44,7 +43,6 @@ from stacklessuv._uv import schedule as _schedule
 _StdlibSSLSocket = _stdlib.SSLSocket
 _StdlibSSLContext = _stdlib.SSLContext
 _MemoryBIO = _stdlib.MemoryBIO
-_c_recv = _socket.socket.recv
 _monotonic = _time.monotonic
 
 _WRITE_CHUNK = 256 * 1024  # plaintext per SSLObject.write: bounds the ciphertext buffer
@@ -292,12 +290,11 @@ class SSLSocket(_StdlibSSLSocket, _green.socket):
                     io.wait_readable(deadline)
                 except TimeoutError:
                     raise _timeout_error(op, True) from None
-                # The C recv after a wait: the green one would let queued readers go
-                # first, and they may be other tasklets in this same loop. The size
-                # again: another tasklet may have read meanwhile.
+                # The size again: another tasklet may have read meanwhile. A reader
+                # woken by wait_readable has the socket's read turn.
                 want = self._rx_body or _HEADER - len(self._rx_header)
                 try:
-                    data = _c_recv(self, want, MSG_DONTWAIT)
+                    data = io.recv(want, MSG_DONTWAIT)
                     break
                 except BlockingIOError:
                     pass

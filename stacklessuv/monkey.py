@@ -94,7 +94,8 @@ def patch_time():
 def patch_select():
     """select.select and select.poll park the tasklet; epoll, devpoll and kqueue are
     removed (code that looks for them falls back to poll), and selectors'
-    DefaultSelector becomes its PollSelector over the green poll."""
+    DefaultSelector becomes its PollSelector over the green poll (EpollSelector: see
+    stacklessuv.select.epoll_selector_class)."""
     if "select" in _patched:
         return
     import selectors
@@ -109,6 +110,9 @@ def patch_select():
     _patch("selectors", "_selector_cls", staticmethod(green.poll), owner=selectors.PollSelector)
     _patch("selectors", "_select", staticmethod(green.select), owner=selectors.SelectSelector)
     _patch("selectors", "DefaultSelector", selectors.PollSelector)
+    # Code that asks for epoll's selector by name gets a green one.
+    if hasattr(selectors, "EpollSelector") and green._real_epoll is not None:
+        _patch("selectors", "EpollSelector", green.epoll_selector_class())
     _patched.add("select")
 
 

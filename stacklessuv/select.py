@@ -3,7 +3,7 @@ the calling tasklet. Readiness comes from poll(2) itself, after a wait on the hu
 and our sockets never read ahead, so what they report is the truth.
 
 Differences from CPython: ``epoll``, ``devpoll`` and ``kqueue`` are not offered (code
-that checks for them falls back to ``poll``); exceptional conditions (``xlist``,
+that checks for them falls back to ``poll``; ``selectors.EpollSelector`` is green); exceptional conditions (``xlist``,
 POLLPRI) are reported when present but do not by themselves end a wait.
 """
 
@@ -18,6 +18,7 @@ _CONSTANTS = {n: getattr(_stdlib, n) for n in dir(_stdlib) if n.isupper()}
 globals().update(_CONSTANTS)
 __all__ = ["error", "select", "poll", *_CONSTANTS]
 
+_real_epoll = getattr(_stdlib, "epoll", None)  # before patch_select takes it away
 _REPORT_READ = POLLIN | POLLHUP | POLLERR
 _REPORT_WRITE = POLLOUT | POLLERR
 
@@ -142,3 +143,53 @@ class _Poll:
 
 
 _Poll.__name__ = "poll"
+
+
+def epoll_selector_class():
+    """selectors.EpollSelector for patched code that asks for it by name: it waits
+    through the green poll, and a private (never waited on) epoll object mirrors the
+    registrations so that what epoll refuses (a regular file: EPERM) is still refused
+    and fileno() is an epoll fd, as with CPython's."""
+    import selectors
+
+    def mask(events):
+        return (_stdlib.EPOLLIN if events & selectors.EVENT_READ else 0) | (
+            _stdlib.EPOLLOUT if events & selectors.EVENT_WRITE else 0
+        )
+
+    class EpollSelector(selectors.PollSelector):
+        def __init__(self):
+            super().__init__()
+            self._epoll = _real_epoll()
+
+        def fileno(self):
+            return self._epoll.fileno()
+
+        def register(self, fileobj, events, data=None):
+            key = super().register(fileobj, events, data)
+            try:
+                self._epoll.register(key.fd, mask(events))
+            except BaseException:
+                super().unregister(fileobj)
+                raise
+            return key
+
+        def unregister(self, fileobj):
+            key = super().unregister(fileobj)
+            try:
+                self._epoll.unregister(key.fd)
+            except OSError:
+                pass  # closed already: epoll forgot it, as CPython's unregister allows
+            return key
+
+        def modify(self, fileobj, events, data=None):
+            key = super().modify(fileobj, events, data)
+            self._epoll.modify(key.fd, mask(events))
+            return key
+
+        def close(self):
+            self._epoll.close()
+            super().close()
+
+    EpollSelector.__module__ = "selectors"
+    return EpollSelector

@@ -85,8 +85,9 @@ def test_patched_selectors_default_selector_is_green():
         import stacklessuv as sl
         assert not hasattr(select, "epoll")
         assert selectors.DefaultSelector is selectors.PollSelector
+        assert issubclass(selectors.EpollSelector, selectors.PollSelector)  # asked by name
         r, w = os.pipe()
-        sel = selectors.DefaultSelector()
+        sel = selectors.EpollSelector()
         sel.register(r, selectors.EVENT_READ, "data")
         ticks = []
         sl.tasklet(lambda: [ticks.append(time.sleep(0.005)) for _ in range(3)])()

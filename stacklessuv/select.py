@@ -3,8 +3,9 @@ the calling tasklet. Readiness comes from poll(2) itself, after a wait on the hu
 and our sockets never read ahead, so what they report is the truth.
 
 Differences from CPython: ``epoll``, ``devpoll`` and ``kqueue`` are not offered (code
-that checks for them falls back to ``poll``; ``selectors.EpollSelector`` is green); exceptional conditions (``xlist``,
-POLLPRI) are reported when present but do not by themselves end a wait.
+that checks for them falls back to ``poll``; ``selectors.EpollSelector`` is green);
+exceptional conditions (``xlist``, POLLPRI) are reported when present but do not by
+themselves end a wait.
 """
 
 import math

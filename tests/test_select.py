@@ -124,3 +124,23 @@ def test_polling_without_waiting_lets_other_tasklets_run():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_waiting_leaves_the_fds_blocking_flag_alone():
+    # O_NONBLOCK belongs to the open file description, shared with forked children: a
+    # wait must not flip it (libuv's poll handle sets it).
+    r, w = os.pipe()
+    try:
+        sl.tasklet(lambda: (time.sleep(0.01), os.write(w, b"x")))()
+        assert gselect.select([r], [], [], 5)[0] == [r]
+        assert os.get_blocking(r) and os.get_blocking(w)
+        os.read(r, 1)
+        sl.tasklet(lambda: (time.sleep(0.01), os.write(w, b"y")))()
+        assert sl.wait_fd(r, True, False) == (True, False)
+        assert os.get_blocking(r)
+        os.set_blocking(r, False)
+        assert gselect.select([r], [], [], 0) == ([r], [], [])
+        assert not os.get_blocking(r)
+    finally:
+        os.close(r)
+        os.close(w)

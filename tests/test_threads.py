@@ -386,3 +386,24 @@ def test_thread_patch_refuses_a_threading_without_the_internals_it_replaces():
         "threading has no _set_sentinel; run with patch_all(thread=False) or --no-thread",
         "False False",
     ]
+
+
+def test_process_pool_and_subprocess_under_the_patch():
+    # Worker processes share pipes with us: a wait here must not make them non-blocking
+    # there, and the pool's management thread-tasklet must not block the others.
+    lines, _ = run(
+        """
+        import concurrent.futures, subprocess, sys, threading, time
+        def square(x):
+            return x * x
+        ticks = []
+        ticker = threading.Thread(target=lambda: [ticks.append(time.sleep(0.01)) for _ in range(5)])
+        ticker.start()
+        with concurrent.futures.ProcessPoolExecutor(2) as ex:
+            print(sum(ex.map(square, range(100))))
+        out = subprocess.run([sys.executable, "-c", "print('child')"], capture_output=True)
+        ticker.join()
+        print(out.stdout.decode().strip(), len(ticks))
+        """
+    )
+    assert lines == ["328350", "child 5"]

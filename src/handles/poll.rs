@@ -25,11 +25,19 @@ pub struct FdWatcher(Handle<uv::uv_poll_t, WatchState>);
 
 impl FdWatcher {
     pub fn new(l: *mut uv::uv_loop_t, fd: c_int) -> Result<Self, UvError> {
+        // uv_poll_init sets O_NONBLOCK, which lives in the open file description: shared
+        // with every dup and every forked child (a pipe a worker process reads, a tty).
+        // A poll handle only waits for readiness, so put the program's flag back.
+        let was_nonblocking = crate::sys::is_nonblocking(fd);
         // SAFETY: l is a live loop; libuv checks fd itself. uv_poll never closes the fd.
-        Handle::new(WatchState::default(), |raw| unsafe {
+        let watcher = Handle::new(WatchState::default(), |raw| unsafe {
             uv::uv_poll_init(l, raw, fd)
         })
-        .map(FdWatcher)
+        .map(FdWatcher);
+        if !was_nonblocking {
+            let _ = crate::sys::set_nonblocking(fd, false);
+        }
+        watcher
     }
 
     fn queue(&self, events: c_int) -> &WaitQueue {

@@ -54,6 +54,8 @@ pub struct SocketIO {
     /// The reader whose turn it is (see `defers_to_queued_readers`): the tasklet last
     /// woken because the socket became readable, by identity (0: none).
     read_turn: Cell<usize>,
+    /// Tickets for recv calls that wait (see `Waiter::ticket`); the last one given.
+    last_ticket: Cell<u64>,
 }
 
 /// The libuv side of one socket, all in the loop of the hub `hub_id`.
@@ -320,6 +322,7 @@ impl SocketIO {
         dir: Dir,
         buf: Option<(*mut u8, usize)>,
         deadline: Option<f64>,
+        ticket: u64,
     ) -> PyResult<Option<Outcome>> {
         let hub = Hub::get(py)?;
         let me = hub.current_tasklet(py)?;
@@ -327,6 +330,7 @@ impl SocketIO {
             Some((p, n)) => Waiter::read_into(me.clone_ref(py), p, n),
             None => Waiter::readiness(me.clone_ref(py)),
         };
+        w.set_ticket(ticket);
         let outcome = if self.home_handles(hub)? {
             self.wait_home(py, hub, &me, dir, &w, deadline)?
         } else {
@@ -411,7 +415,7 @@ impl SocketIO {
         if self.nonblocking() {
             return Err(would_block());
         }
-        match self.wait(py, dir, None, deadline)? {
+        match self.wait(py, dir, None, deadline, 0)? {
             None => Err(timeout_error()),
             Some(Outcome::Failed(e)) => Err(os_error(-e)),
             Some(_) => Ok(()),
@@ -523,6 +527,8 @@ impl SocketIO {
         callers_buffer: bool,
     ) -> PyResult<usize> {
         let deadline = self.start_deadline();
+        // One ticket for the whole call: woken for nothing, it queues again in its place.
+        let mut ticket = 0;
         loop {
             if let Some(n) = self.try_recv(py, buf, len, flags)? {
                 return Ok(n);
@@ -530,8 +536,13 @@ impl SocketIO {
             if self.nonblocking() || flags & libc::MSG_DONTWAIT != 0 {
                 return Err(would_block());
             }
+            if ticket == 0 {
+                ticket = self.last_ticket.get() + 1;
+                self.last_ticket.set(ticket);
+            }
             let completion = callers_buffer && self.kind == Kind::Tcp && flags == 0 && len > 0;
-            let outcome = self.wait(py, Dir::Read, completion.then_some((buf, len)), deadline)?;
+            let into = completion.then_some((buf, len));
+            let outcome = self.wait(py, Dir::Read, into, deadline, ticket)?;
             match outcome {
                 None => return Err(timeout_error()),
                 Some(Outcome::Read(n)) => return Ok(n),
@@ -605,6 +616,7 @@ impl SocketIO {
             timeout: Cell::new(-1.0),
             handles: RefCell::new(None),
             read_turn: Cell::new(0),
+            last_ticket: Cell::new(0),
         })
     }
 

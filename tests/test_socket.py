@@ -255,6 +255,36 @@ def test_readers_woken_by_wait_readable_read_with_msg_dontwait():
         assert got == [("p", b"hello", 1), ("q", b"world", 1)]
 
 
+@pytest.mark.parametrize("call", ["recv", "recv_into"])
+def test_readers_of_one_socket_take_turns(call):
+    # Readers queue in order; one woken for data another got (recv_into completes into
+    # the first reader's own buffer) queues again in its old place, not at the back.
+    a, b = tcp_pair()
+    got = []
+
+    def reader(name):
+        for _ in range(3):
+            if call == "recv":
+                got.append(name + b.recv(1).decode())
+            else:
+                buf = bytearray(1)
+                b.recv_into(buf)
+                got.append(name + buf.decode())
+
+    with a, b:
+        for name in "pqr":
+            sl.tasklet(reader)(name)
+        sl.schedule()
+        for i, byte in enumerate(b"123456789"):
+            a.sendall(bytes([byte]))
+            for _ in range(1000):  # one byte at a time: until some reader has it
+                if len(got) > i:
+                    break
+                sl.sleep(0.001)
+        sl.run()
+    assert got == ["p1", "q2", "r3", "p4", "q5", "r6", "p7", "q8", "r9"]
+
+
 def test_reader_woken_by_wait_readable_keeps_its_place_for_a_blocking_recv():
     a, b = tcp_pair()
     got = []

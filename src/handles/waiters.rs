@@ -25,6 +25,9 @@ pub struct Waiter {
     /// Where a completion read goes; null for a readiness wait.
     buf: *mut u8,
     len: usize,
+    /// Place in line (0: the back): a waiter woken without being served keeps its
+    /// place ahead of later arrivals when it queues again (see `WaitQueue::push`).
+    ticket: Cell<u64>,
 }
 
 impl Waiter {
@@ -35,6 +38,7 @@ impl Waiter {
             outcome: Cell::new(None),
             buf: std::ptr::null_mut(),
             len: 0,
+            ticket: Cell::new(0),
         })
     }
 
@@ -45,7 +49,12 @@ impl Waiter {
             outcome: Cell::new(None),
             buf,
             len,
+            ticket: Cell::new(0),
         })
+    }
+
+    pub fn set_ticket(&self, ticket: u64) {
+        self.ticket.set(ticket);
     }
 
     pub fn outcome(&self) -> Option<Outcome> {
@@ -67,9 +76,19 @@ impl Waiter {
 pub struct WaitQueue(RefCell<VecDeque<Rc<Waiter>>>);
 
 impl WaitQueue {
+    /// Queues `w` at the back, or, if it has a ticket, ahead of every waiter with a
+    /// later one. Returns true if it is the only waiter.
     pub fn push(&self, w: Rc<Waiter>) -> bool {
         let mut q = self.0.borrow_mut();
-        q.push_back(w);
+        let ticket = w.ticket.get();
+        let at = if ticket == 0 {
+            q.len()
+        } else {
+            q.iter()
+                .position(|x| x.ticket.get() > ticket)
+                .unwrap_or(q.len())
+        };
+        q.insert(at, w);
         q.len() == 1
     }
 

@@ -20,7 +20,7 @@ def test_sleep_is_accurate():
         s.sleep(seconds)
         elapsed = time.monotonic() - t0
         assert seconds <= elapsed + 0.0005  # never early (allowing clock rounding)
-        assert elapsed < seconds + 0.020
+        assert elapsed < seconds + 0.5  # and not lost (lateness depends on the machine)
 
 
 def test_sleep_rejects_bad_values_like_time_sleep():
@@ -38,10 +38,8 @@ def test_sleepers_wake_in_deadline_order_concurrently():
     woke = []
     for delay in (0.05, 0.01, 0.03):
         s.tasklet(lambda d: (s.sleep(d), woke.append(d)))(delay)
-    t0 = time.monotonic()
     s.run()
-    assert woke == [0.01, 0.03, 0.05]
-    assert time.monotonic() - t0 < 0.05 + 0.020
+    assert woke == [0.01, 0.03, 0.05]  # one after the other would wake 0.05 first
 
 
 def test_ten_thousand_concurrent_sleepers():
@@ -81,8 +79,8 @@ def test_schedule_spinner_does_not_starve_a_timer():
     s.tasklet(timer)()
     t0 = time.monotonic()
     s.run()
-    assert stop
-    assert time.monotonic() - t0 < 0.02 + 0.020
+    assert stop  # a starved timer would never have let run() return
+    assert time.monotonic() - t0 < 5
     assert spins > 0
 
 
@@ -152,18 +150,23 @@ def test_a_second_os_thread_gets_its_own_hub():
 
 
 def test_hubs_in_two_threads_sleep_in_parallel():
+    spans = []
+
     def work():
+        start = time.monotonic()
         for _ in range(5):
             s.sleep(0.02)
+        spans.append((start, time.monotonic()))
 
     threads = [threading.Thread(target=work) for _ in range(2)]
-    t0 = time.monotonic()
     for th in threads:
         th.start()
     work()
     for th in threads:
         th.join()
-    assert time.monotonic() - t0 < 0.1 + 0.06  # three hubs slept side by side
+    # three hubs slept side by side: every span overlaps every other
+    assert len(spans) == 3
+    assert max(start for start, _ in spans) < min(end for _, end in spans)
 
 
 def test_thread_result_wakes_the_hub_from_another_thread():
@@ -254,7 +257,7 @@ def test_ctrl_c_reaches_the_main_tasklet_while_the_hub_sleeps():
         line = proc.stdout.readline().split()
         assert line[:1] == ["interrupted"], proc.stderr.read()
         latency = float(line[1]) - sent
-        assert latency < 0.050
+        assert latency < 1.0  # at once, not after the 100 s sleep (typically < 5 ms)
     finally:
         proc.kill()
         proc.wait()

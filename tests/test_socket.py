@@ -188,7 +188,7 @@ def test_a_timeout_parks_only_the_caller():
         with pytest.raises(TimeoutError):
             b.recv(1)
         elapsed = time.monotonic() - t0
-        assert 0.1 <= elapsed + 0.001 < 0.1 + 0.05
+        assert 0.1 <= elapsed + 0.001 < 0.1 + 1.0
         assert len(ticks) >= 8  # the other tasklet kept running during the wait
         sl.run()
 
@@ -208,13 +208,26 @@ def test_setdefaulttimeout_applies_to_new_sockets():
 
 
 def test_sendall_timeout_bounds_the_whole_call():
+    # The peer drains a little every 20 ms, so no single wait comes near the timeout:
+    # only a deadline for the whole call (CPython's) can end this 64 MiB sendall early.
     a, b = tcp_pair()
+    stop = []
+
+    def trickle_reader():
+        while not stop:
+            b.recv(16 * 1024)
+            sl.sleep(0.02)
+
     with a, b:
-        a.settimeout(0.2)
+        sl.tasklet(trickle_reader)()
+        a.settimeout(0.3)
         t0 = time.monotonic()
         with pytest.raises(TimeoutError):
-            a.sendall(b"x" * (64 * 1024 * 1024))  # nobody reads: the buffers fill up
-        assert time.monotonic() - t0 < 0.2 + 0.1
+            a.sendall(b"x" * (64 * 1024 * 1024))
+        stop.append(1)
+        assert time.monotonic() - t0 < 10  # per-wait timeouts would take minutes
+        a.close()
+        sl.run()
 
 
 def test_waiters_on_one_socket_are_served_in_fifo_order():
@@ -373,7 +386,7 @@ def test_close_wakes_every_waiter_with_ebadf():
         b.close()
         sl.run()
         assert errors == [errno.EBADF, errno.EBADF]
-        assert time.monotonic() - t0 < 0.05
+        assert time.monotonic() - t0 < 5
 
 
 def test_killing_a_blocked_reader_leaves_the_socket_usable():

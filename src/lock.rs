@@ -133,10 +133,10 @@ impl Core {
 
 /// CPython's acquire() arguments: blocking and timeout → None (for ever) or seconds.
 fn parse_acquire_args(
-    blocking: &Bound<'_, PyAny>,
+    blocking: Option<&Bound<'_, PyAny>>,
     timeout: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<f64>> {
-    let blocking = blocking.is_truthy()?;
+    let blocking = blocking.map_or(Ok(true), |b| b.is_truthy())?;
     let seconds = match timeout {
         None => -1.0,
         Some(t) if t.is_instance_of::<PyFloat>() => {
@@ -234,10 +234,7 @@ impl Lock {
         blocking: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let timeout = match blocking {
-            Some(b) => parse_acquire_args(b, timeout)?,
-            None => parse_acquire_args(pyo3::types::PyBool::new(py, true).as_any(), timeout)?,
-        };
+        let timeout = parse_acquire_args(blocking, timeout)?;
         self.core.acquire(py, timeout)
     }
 
@@ -351,10 +348,7 @@ impl RLock {
         blocking: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let timeout = match blocking {
-            Some(b) => parse_acquire_args(b, timeout)?,
-            None => parse_acquire_args(pyo3::types::PyBool::new(py, true).as_any(), timeout)?,
-        };
+        let timeout = parse_acquire_args(blocking, timeout)?;
         self.acquire_for(py, timeout)
     }
 

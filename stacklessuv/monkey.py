@@ -45,6 +45,12 @@ def _patch(module_name, name, value, owner=None):
         setattr(target, name, value)
 
 
+def _apply(patches):
+    """Applies a green module's patches(): (module, name, value[, owner class]) each."""
+    for entry in patches:
+        _patch(*entry)
+
+
 def get_original(module_name, name):
     """The value ``module_name.name`` had before stacklessuv patched it."""
     key = (module_name, name)
@@ -123,8 +129,7 @@ def patch_ssl():
         return
     from stacklessuv import ssl as green
 
-    for module_name, name, value, owner in green.patches():
-        _patch(module_name, name, value, owner=owner)
+    _apply(green.patches())
     _patched.add("ssl")
 
 
@@ -137,8 +142,7 @@ def patch_thread():
 
     from stacklessuv import thread as green
 
-    for module_name, name, value in green.patches():
-        _patch(module_name, name, value)
+    _apply(green.patches())
     green.adopt_existing_locks()
     _patched.add("thread")
 
@@ -172,8 +176,7 @@ def patch_signal():
         return
     from stacklessuv import signal as green
 
-    for module_name, name, value in green.patches():
-        _patch(module_name, name, value)
+    _apply(green.patches())
     _patched.add("signal")
 
 

@@ -297,9 +297,11 @@ def test_fork_leaves_a_working_hub_in_the_child():
             msgs = [ch.receive(), ch.receive()]
             os.write(1, ("child " + ",".join(sorted(msgs)) + "\\n").encode())
             os._exit(0)
-        print("parent", ch.receive(), flush=True)
+        # One write(2) per line, so parent and child lines never interleave
+        # (print() writes piece by piece when stdout is unbuffered).
+        os.write(1, ("parent " + ch.receive() + "\\n").encode())
         _, status = os.waitpid(pid, 0)
-        print("status", status, flush=True)
+        os.write(1, ("status %d\\n" % status).encode())
         """
     )
     out, err = proc.communicate(timeout=20)

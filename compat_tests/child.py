@@ -2,7 +2,8 @@
 per test: {"start": id} before it runs, {"id", "outcome"} after. A test that hangs is
 cut off by faulthandler (the process exits); run.py then restarts us past it.
 
-    python compat_tests/child.py MODULE --patched|--unpatched [--skip-file F] [--test-timeout S]
+    python compat_tests/child.py MODULE --patched|--unpatched [--skip-file F] [--only-file F]
+                                 [--test-timeout S]
 """
 
 import argparse
@@ -17,6 +18,7 @@ ap.add_argument("module")
 ap.add_argument("--patched", action="store_true")
 ap.add_argument("--unpatched", action="store_true")
 ap.add_argument("--skip-file")
+ap.add_argument("--only-file", help="run only the test ids listed in this file")
 ap.add_argument("--test-timeout", type=float, default=60)
 args = ap.parse_args()
 
@@ -90,6 +92,10 @@ loader = unittest.TestLoader()
 module = __import__(f"test.{args.module}", fromlist=["*"])
 suite = loader.loadTestsFromModule(module)  # honours the module's load_tests
 tests = [t for t in flatten(suite) if t.id() not in skip]
+if args.only_file:
+    with open(args.only_file) as f:
+        only = {line.strip() for line in f if line.strip()}
+    tests = [t for t in tests if t.id() in only]
 # Errors raised while loading show up as _FailedTest cases; keep them.
 runner = unittest.TextTestRunner(stream=open("/dev/null", "w"), resultclass=Result, verbosity=0)
 runner.run(unittest.TestSuite(tests))

@@ -8,6 +8,7 @@ mod hub;
 mod lock;
 mod resolver;
 mod signals;
+mod simple_queue;
 mod socket_io;
 mod sys;
 mod tasklet;
@@ -132,6 +133,7 @@ fn _uv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<socket_io::SocketIO>()?;
     m.add_class::<lock::Lock>()?;
     m.add_class::<lock::RLock>()?;
+    m.add_class::<simple_queue::SimpleQueue>()?;
     m.add_function(wrap_pyfunction!(lock::get_ident, m)?)?;
     m.add_function(wrap_pyfunction!(lock::allocate_lock, m)?)?;
     m.add("TaskletExit", py.get_type::<tasklet::TaskletExit>())?;

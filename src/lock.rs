@@ -44,9 +44,9 @@ struct State {
     waiters: VecDeque<Waiter>,
 }
 
-/// The binary semaphore both lock kinds are built on.
+/// The binary semaphore both lock kinds (and the green SimpleQueue) are built on.
 #[derive(Default)]
-struct Core {
+pub(crate) struct Core {
     // Every call holds the GIL (the module is gil_used); the mutex only makes the type Sync.
     state: Mutex<State>,
 }
@@ -71,7 +71,7 @@ impl Core {
     }
 
     /// `timeout` None waits for ever, Some(0.0) only tries.
-    fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+    pub(crate) fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         if self.try_acquire() {
             return Ok(true);
         }
@@ -110,7 +110,7 @@ impl Core {
     }
 
     /// Hands the lock to the first waiter, or unlocks it. False if it was not locked.
-    fn release(&self, py: Python<'_>) -> bool {
+    pub(crate) fn release(&self, py: Python<'_>) -> bool {
         let mut s = self.state();
         if !s.locked {
             return false;

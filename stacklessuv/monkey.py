@@ -148,14 +148,16 @@ def patch_thread():
 
 
 def patch_queue():
-    """queue.SimpleQueue (C code that blocks the OS thread) becomes the stdlib's pure
-    Python one, which waits on threading's (green once threads are patched) locks;
-    Queue, LifoQueue and PriorityQueue already use threading."""
+    """queue.SimpleQueue (C code that blocks the OS thread) becomes a green one, written
+    like the C type (reentrant put) over a green lock. Queue, LifoQueue and
+    PriorityQueue already wait on threading's locks, green once threads are patched.
+    A SimpleQueue made before patching stays the C one."""
     if "queue" in _patched:
         return
-    import queue
+    from stacklessuv._uv import SimpleQueue
 
-    _patch("queue", "SimpleQueue", queue._PySimpleQueue)
+    _patch("_queue", "SimpleQueue", SimpleQueue)
+    _patch("queue", "SimpleQueue", SimpleQueue)
     _patched.add("queue")
 
 

@@ -172,12 +172,111 @@ def test_queues_and_thread_pool_executor():
     )
     assert lines == [
         "Queue [0, 1, 2]",
-        "_PySimpleQueue [0, 1, 2]",
+        "SimpleQueue [0, 1, 2]",
         "LifoQueue [0, 1, 2]",
         "PriorityQueue [0, 1, 2]",
         "empty",
         "True 9",
     ]
+
+
+def test_simple_queue_matches_the_c_type():
+    code = """
+        import pickle, queue, _queue
+        q = queue.SimpleQueue()
+        print(type(q).__module__, type(q).__name__, queue.SimpleQueue is _queue.SimpleQueue)
+        cases = [dict(timeout=-1), dict(block=False, timeout=-1), dict(timeout="x"),
+                 dict(timeout=float("nan")), dict(timeout=10**30), dict(timeout=1e300),
+                 dict(timeout=0), dict(timeout=0.001), dict(block=[]), dict(timeout=-1e-12),
+                 dict(timeout=10**12)]
+        for kw in cases:
+            try:
+                print(q.get(**kw))
+            except Exception as e:
+                print(type(e).__name__, e)
+        for args, kw in (((1,), {}), ((), {"x": 1})):
+            try:
+                queue.SimpleQueue(*args, **kw)
+            except TypeError as e:
+                print(e)
+        q.put(1, block=False, timeout=-5)
+        q.put_nowait(2)
+        print(q.qsize(), q.empty(), q.get_nowait(), q.get(False), q.empty())
+        print(queue.SimpleQueue[int], type("Sub", (queue.SimpleQueue,), {})().qsize())
+        try:
+            pickle.dumps(q)
+        except TypeError as e:
+            print(e)
+        """
+    patched = run(code)[0]
+    assert patched[0] == "_queue SimpleQueue True"
+    assert patched == run(code, patched=False)[0]
+
+
+def test_simple_queue_get_parks_only_its_tasklet_and_serves_getters_in_order():
+    lines, _ = run(
+        """
+        import queue, threading, time
+        from stacklessuv import monkey
+        q, got = queue.SimpleQueue(), []
+        def getter(name):
+            got.append((name, q.get()))
+        threads = [threading.Thread(target=getter, args=(n,)) for n in "abc"]
+        for t in threads:
+            t.start()
+            time.sleep(0.01)  # a, b, c queue up in that order
+        print("waiting", got)
+        for i in range(3):
+            q.put(i)
+        for t in threads:
+            t.join()
+        print(got)
+        # A real OS thread's put wakes a tasklet waiting in get().
+        real_start = monkey.get_original("_thread", "start_new_thread")
+        real_start(lambda: (time.sleep(0.05), q.put("from a real thread")), ())
+        print(q.get(timeout=10))
+        """
+    )
+    assert lines == ["waiting []", "[('a', 0), ('b', 1), ('c', 2)]", "from a real thread"]
+
+
+def test_simple_queue_passes_cpythons_own_tests_including_reentrant_put():
+    lines, err = run(
+        """
+        import queue, sys, unittest
+        from test import test_queue
+        class GreenSimpleQueueTest(test_queue.BaseSimpleQueueTest, unittest.TestCase):
+            queue = queue
+            def setUp(self):
+                self.type2test = queue.SimpleQueue
+                super().setUp()
+            # put() called from __del__ in the middle of put()/get() (bpo-14976)
+            test_reentrancy = test_queue.CSimpleQueueTest.test_reentrancy
+        suite = unittest.defaultTestLoader.loadTestsFromTestCase(GreenSimpleQueueTest)
+        result = unittest.TextTestRunner(stream=sys.stderr).run(suite)
+        print(result.testsRun, result.wasSuccessful())
+        """
+    )
+    assert lines == ["8 True"], err
+
+
+def test_a_getter_killed_while_waiting_loses_no_item():
+    lines, _ = run(
+        """
+        import queue, stacklessuv as s
+        q, got = queue.SimpleQueue(), []
+        a = s.tasklet(lambda: got.append(("a", q.get())))()
+        b = s.tasklet(lambda: got.append(("b", q.get())))()
+        s.sleep(0.01)
+        q.put(1)   # handed to a, which is killed before it runs
+        a.kill()
+        s.sleep(0.01)
+        q.put(2)
+        s.sleep(0.01)
+        print(sorted(got), q.qsize())
+        """
+    )
+    assert lines == ["[('b', 1)] 1"]
 
 
 def test_uncaught_exceptions_go_to_the_hooks_and_the_program_goes_on():

@@ -279,6 +279,21 @@ def test_a_getter_killed_while_waiting_loses_no_item():
     assert lines == ["[('b', 1)] 1"]
 
 
+def test_a_simple_queue_in_a_reference_cycle_is_collected():
+    lines, _ = run(
+        """
+        import gc, queue, weakref
+        q = queue.SimpleQueue()
+        q.put(q)   # the cycle goes through the queue's items
+        ref = weakref.ref(q)
+        del q
+        gc.collect()
+        print(ref() is None)
+        """
+    )
+    assert lines == ["True"]
+
+
 def test_uncaught_exceptions_go_to_the_hooks_and_the_program_goes_on():
     lines, stderr = run(
         """

@@ -49,7 +49,12 @@ def _unraisable_args_type():
         _Raises()
     finally:
         sys.unraisablehook = hook
-    return type(caught[0])
+    args_type = type(caught[0])
+    # Its traceback holds this frame, whose `caught` holds it: a cycle that would keep
+    # the importing frames, and so the program's __main__ globals, alive past shutdown
+    # (open files never flushed, __del__ never run).
+    caught.clear()
+    return args_type
 
 
 _UnraisableHookArgs = _unraisable_args_type()

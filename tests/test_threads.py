@@ -294,6 +294,20 @@ def test_a_simple_queue_in_a_reference_cycle_is_collected():
     assert lines == ["True"]
 
 
+def test_globals_are_finalized_at_exit_open_files_flushed_and_del_run(tmp_path):
+    path = tmp_path / "out.txt"
+    code = f"""
+        f = open({str(path)!r}, "w")
+        f.write("buffered, never closed")
+        class D:
+            def __del__(self):
+                print("__del__ ran")
+        d = D()
+        """
+    assert run(code)[0] == run(code, patched=False)[0] == ["__del__ ran"]
+    assert path.read_text() == "buffered, never closed"
+
+
 def test_uncaught_exceptions_go_to_the_hooks_and_the_program_goes_on():
     lines, stderr = run(
         """

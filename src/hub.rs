@@ -850,16 +850,55 @@ impl Hub {
                 continue;
             }
             if !self.uv.alive() {
-                self.out_of_work(py);
-                continue;
+                if !self.signal_handler_may_wake(py) {
+                    self.out_of_work(py);
+                    continue;
+                }
+                // As CPython would, sleep until a signal: its handler may wake someone.
+                self.hold_loop_for_signals(true);
+                self.uv.run_once_detached(py);
+                self.hold_loop_for_signals(false);
+            } else {
+                self.uv.run_once_detached(py);
             }
-            self.uv.run_once_detached(py);
             self.poll_budget.set(self.run_queue.borrow().len());
             // Python's signal handlers run here, right after the signal ended the poll.
             if let Err(e) = py.check_signals() {
                 self.raise_in_main(py, e);
             }
         }
+    }
+
+    fn hold_loop_for_signals(&self, hold: bool) {
+        if let Some(w) = self.signal_wakeup.borrow().as_ref() {
+            w.hold_loop(hold);
+        }
+    }
+
+    /// With nothing else left that could wake a blocked main tasklet, whether a Python
+    /// signal handler the program installed could (`stop.wait()` until SIGTERM sets
+    /// `stop`). Not with only default handlers: CPython would hang until Ctrl-C, and a
+    /// deadlock error says more. stacklessuv.signal wraps handlers; the wrapper keeps
+    /// the program's handler as `_stacklessuv_handler`.
+    fn signal_handler_may_wake(&self, py: Python<'_>) -> bool {
+        if self.signal_wakeup.borrow().is_none() || self.main.get().place.get() == Place::RunWait {
+            return false;
+        }
+        let installed = || -> PyResult<bool> {
+            let signal = py.import("_signal")?;
+            let default_int = signal.getattr("default_int_handler")?;
+            for signum in signal.call_method0("valid_signals")?.try_iter()? {
+                let mut handler = signal.call_method1("getsignal", (signum?,))?;
+                if let Ok(inner) = handler.getattr("_stacklessuv_handler") {
+                    handler = inner;
+                }
+                if handler.is_callable() && !handler.is(&default_int) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        installed().unwrap_or(false)
     }
 
     fn out_of_work(&self, py: Python<'_>) {

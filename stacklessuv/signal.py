@@ -3,8 +3,20 @@ wake-up fd the program sets no longer displaces the hub's.
 
 Python runs signal handlers in the main thread between bytecodes: here in whichever
 tasklet runs Python code then, or in the hub right after a signal ended its sleep in
-libuv, in which case a handler's exception goes to the main tasklet (where CPython's
-main thread would get it). What differs from CPython, and why:
+libuv. What differs from CPython, and why:
+
+- ``signal()`` installs the program's handler wrapped, so that an exception it raises
+  (``KeyboardInterrupt``, ``sys.exit()`` in a SIGTERM handler, a SIGALRM timeout) goes
+  to the main tasklet, where CPython's main thread would get it, and not to whichever
+  thread-tasklet happened to run. The handler itself still runs where the signal found
+  Python, so ``current_thread()`` inside it may name that thread. ``getsignal()`` and
+  ``signal()``'s return value give the program's own handler. Handlers installed
+  before patching (Python's SIGINT handler among them) are wrapped at patch time.
+  ``signal()`` and ``set_wakeup_fd()`` from a thread-tasklet raise CPython's
+  ValueError, as from a thread.
+- While a program's handler is installed, a main tasklet blocked with nothing else
+  left to wake it (``stop.wait()`` until SIGTERM sets ``stop``) waits for a signal, as
+  CPython would, instead of being reported as a deadlock.
 
 - ``set_wakeup_fd``: the hub's pipe stays Python's wake-up fd (else a signal would no
   longer end the hub's sleep); the program's fd gets a copy of each signal byte when
@@ -22,8 +34,8 @@ main thread would get it). What differs from CPython, and why:
   Linux takes such a signal before its handler runs, which a signalfd cannot).
 - ``pthread_kill`` of a thread-tasklet's ident (not a pthread_t: CPython would crash or
   hit another thread) signals the OS thread that the tasklet runs on.
-- ``pthread_sigmask``, ``alarm``, ``setitimer``, ``signal()`` are CPython's own; a mask is
-  per OS thread, so all of its tasklets share it.
+- ``pthread_sigmask``, ``alarm`` and ``setitimer`` are CPython's own; a mask is per OS
+  thread, so all of its tasklets share it.
 """
 
 import _signal
@@ -35,6 +47,8 @@ import sys as _sys
 import time as _time
 
 from stacklessuv._uv import (
+    getcurrent,
+    getmain,
     pause_for_signal,
     poll_fds,
     set_signal_forward,
@@ -43,14 +57,18 @@ from stacklessuv._uv import (
 )
 
 __all__ = [
+    "getsignal",
     "pause",
     "pthread_kill",
     "set_wakeup_fd",
     "sigtimedwait",
     "sigwait",
     "sigwaitinfo",
+    "signal",
 ]
 
+_real_signal = _signal.signal
+_real_getsignal = _signal.getsignal
 _real_set_wakeup_fd = _signal.set_wakeup_fd
 _real_pause = _signal.pause
 _real_sigwait = _signal.sigwait
@@ -61,9 +79,64 @@ _real_pthread_kill = _signal.pthread_kill
 _NON_NEGATIVE = "timeout must be non-negative"
 
 
+def _in_main_tasklet():
+    """Whether CPython would be in the main thread here: the main tasklet or the hub
+    (whose greenlet runs no tasklet). On another OS thread, its main tasklet: CPython's
+    own calls then refuse as they should."""
+    try:
+        return getcurrent() is getmain()
+    except RuntimeError:
+        return True  # the hub greenlet
+
+
+def _not_from_a_thread(name):
+    if not _in_main_tasklet():
+        raise ValueError(f"{name} only works in main thread of the main interpreter")
+
+
+def _routed(handler):
+    """The program's handler, wrapped so that what it raises reaches the main tasklet."""
+
+    def run_handler(signum, frame):
+        if _in_main_tasklet():
+            return handler(signum, frame)
+        try:
+            return handler(signum, frame)
+        except BaseException as exc:  # noqa: B036  (KeyboardInterrupt, SystemExit too)
+            getmain().throw(exc, pending=True)
+
+    run_handler._stacklessuv_handler = handler  # read by getsignal and by the hub
+    return run_handler
+
+
+def _unwrapped(handler):
+    return getattr(handler, "_stacklessuv_handler", handler)
+
+
+def signal(signalnum, handler, /):
+    """signal.signal: the handler's exceptions go to the main tasklet."""
+    _not_from_a_thread("signal")
+    installed = _routed(handler) if callable(handler) else handler
+    return _unwrapped(_real_signal(signalnum, installed))
+
+
+def getsignal(signalnum, /):
+    """signal.getsignal: the program's own handler, not our wrapper."""
+    return _unwrapped(_real_getsignal(signalnum))
+
+
+def route_installed_handlers():
+    """Wraps the Python handlers installed before patching (SIGINT's, at least)."""
+    for signum in _signal.valid_signals():
+        handler = _real_getsignal(signum)
+        if callable(handler) and not hasattr(handler, "_stacklessuv_handler"):
+            _real_signal(signum, _routed(handler))
+
+
 def set_wakeup_fd(*args, **kwargs):
     """set_wakeup_fd(fd, /, *, warn_on_full_buffer=True) -> fd: the program's fd gets
     each signal byte from the hub, whose own pipe stays installed."""
+    _not_from_a_thread("set_wakeup_fd")
     hub_fd = signal_wakeup_fd()
     old = _real_set_wakeup_fd(*args, **kwargs)  # CPython's checks and errors
     if hub_fd is None:
@@ -201,5 +274,9 @@ def pthread_kill(*args, **kwargs):
 
 
 def patches():
-    """(module, name, value) for monkey.patch_signal."""
-    return [("signal", name, globals()[name]) for name in __all__]
+    """(module, name, value) for monkey.patch_signal. signal() and getsignal() replace
+    _signal's: the stdlib's signal.signal() wraps them with its enum conversions."""
+    return [
+        ("_signal" if name in ("signal", "getsignal") else "signal", name, globals()[name])
+        for name in __all__
+    ]

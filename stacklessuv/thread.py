@@ -9,9 +9,10 @@ After ``monkey.patch_thread()`` a "thread" is a tasklet on the calling OS thread
 - A plain tasklet (made with ``tasklet()``, not as a thread) gets a dummy Thread from
   ``current_thread()`` that lives and dies with the tasklet; CPython would register a
   _DummyThread for ever (it still does for ``_thread.start_new_thread`` threads).
-- A KeyboardInterrupt that escapes a thread-tasklet goes to the main tasklet: signal
-  handlers run in whichever tasklet is running, and CPython would have raised it in
-  the main thread.
+- Signal handlers run in whichever tasklet is running. With ``patch_signal`` their
+  exceptions go to the main tasklet (see stacklessuv.signal); without it, a
+  KeyboardInterrupt that escapes a thread-tasklet is sent to the main tasklet, where
+  CPython would have raised it.
 - ``get_native_id()`` stays the kernel's id: thread-tasklets share their OS thread's.
 - ``threading.local`` keeps one dict per tasklet (``local`` below); as with CPython's
   C version, a thread's data goes when the thread-tasklet ends.
@@ -68,11 +69,12 @@ def _run_thread(function, args, kwargs):
     except SystemExit:
         pass  # as with _thread: SystemExit (and kill()'s TaskletExit) ends a thread quietly
     except KeyboardInterrupt as exc:
-        getmain().throw(exc, pending=True)
+        if _keyboard_interrupts_are_routed():
+            _unraisable(exc, function)
+        else:
+            getmain().throw(exc, pending=True)
     except BaseException as exc:
-        message = "Exception ignored in thread started by"
-        args = (type(exc), exc, exc.__traceback__, message, function)
-        sys.unraisablehook(_UnraisableHookArgs(args))
+        _unraisable(exc, function)
     finally:
         _alive -= 1
         sentinel = getcurrent()._thread_data.pop("sentinel", None)
@@ -224,10 +226,27 @@ def _switch_dict(self):
         cls.__init__(self, *args, **kw)
 
 
+def _unraisable(exc, function):
+    message = "Exception ignored in thread started by"
+    sys.unraisablehook(_UnraisableHookArgs((type(exc), exc, exc.__traceback__, message, function)))
+
+
+def _keyboard_interrupts_are_routed():
+    """With patch_signal, Ctrl-C's KeyboardInterrupt reaches the main tasklet by itself;
+    one that a thread raises is that thread's, as in CPython."""
+    from stacklessuv import monkey
+
+    return monkey.is_patched("signal")
+
+
 def excepthook(args, /):
-    """threading.excepthook: a KeyboardInterrupt goes to the main tasklet (see the
-    module docstring); everything else to the hook threading had."""
-    if args.exc_type is not None and issubclass(args.exc_type, KeyboardInterrupt):
+    """threading.excepthook: without patch_signal, a KeyboardInterrupt goes to the main
+    tasklet (see the module docstring); everything else to the hook threading had."""
+    if (
+        args.exc_type is not None
+        and issubclass(args.exc_type, KeyboardInterrupt)
+        and not _keyboard_interrupts_are_routed()
+    ):
         getmain().throw(args.exc_value, pending=True)
         return
     _threading_excepthook(args)

@@ -437,3 +437,95 @@ def test_asyncio_signal_handlers_under_the_patch():
         """
     )
     assert lines == ["usr1", "-1"]
+
+
+def test_a_handlers_exception_goes_to_the_main_thread_not_the_thread_that_ran():
+    code = """
+        import os, signal, threading
+        class Interrupted(Exception):
+            pass
+        def on_usr1(signum, frame):
+            raise Interrupted("from the handler")
+        signal.signal(signal.SIGUSR1, on_usr1)
+        events = []
+        def worker():
+            os.kill(os.getpid(), signal.SIGUSR1)  # the handler runs before the next line
+            events.append("worker went on")
+        t = threading.Thread(target=worker)
+        try:
+            t.start()
+            t.join()
+        except Interrupted as e:
+            events.append(f"main got: {e}")
+        t.join()
+        print(sorted(events))
+        """
+    assert run(code)[0] == run(code, patched=False)[0]
+    assert run(code)[0] == ["['main got: from the handler', 'worker went on']"]
+
+
+def test_sys_exit_in_a_sigterm_handler_ends_the_program_from_any_thread():
+    code = """
+        import os, signal, sys, threading, time
+        def on_term(signum, frame):
+            print("exiting", flush=True)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+        def worker():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+        t = threading.Thread(target=worker, daemon=True)
+        t.start()
+        t.join()
+        print("not reached")
+        """
+    assert run(code)[0] == run(code, patched=False)[0] == ["exiting"]
+
+
+def test_waiting_for_a_signal_handler_to_set_an_event_is_not_a_deadlock():
+    code = """
+        import signal, threading
+        stop = threading.Event()
+        signal.signal(signal.SIGALRM, lambda *a: stop.set())
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        print(stop.wait(), "after the signal")
+        """
+    assert run(code)[0] == run(code, patched=False)[0] == ["True after the signal"]
+
+
+def test_signal_and_getsignal_give_the_programs_handlers_and_refuse_threads():
+    code = """
+        import signal, threading
+        def handler(*a):
+            pass
+        print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        print(signal.signal(signal.SIGUSR1, handler), signal.getsignal(signal.SIGUSR1) is handler)
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        print(previous is handler, signal.getsignal(signal.SIGUSR1))
+        def in_thread():
+            for call in (lambda: signal.signal(signal.SIGUSR1, handler),
+                         lambda: signal.set_wakeup_fd(-1)):
+                try:
+                    call()
+                except ValueError as e:
+                    print(e)
+        t = threading.Thread(target=in_thread)
+        t.start()
+        t.join()
+        """
+    assert run(code)[0] == run(code, patched=False)[0]
+
+
+def test_a_keyboard_interrupt_a_thread_raises_itself_stays_in_that_thread():
+    code = """
+        import threading
+        def worker():
+            raise KeyboardInterrupt("from the worker")
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        print("main went on")
+        """
+    lines, err = run(code)
+    assert lines == run(code, patched=False)[0] == ["main went on"]
+    assert "Exception in thread" in err and "KeyboardInterrupt: from the worker" in err

@@ -163,6 +163,9 @@ pub struct SignalWakeup {
 pub struct SignalState {
     /// Tasklets in `signal.pause()`, woken by the next signal byte.
     pausers: RefCell<Vec<Rc<Waiter>>>,
+    /// The hub has nothing else to wait for, but a Python signal handler may wake a
+    /// tasklet: the pipe keeps the loop alive until a signal comes.
+    hold_loop: Cell<bool>,
     /// The program's own wake-up fd (-1: none): every byte we read is copied there, as
     /// CPython's handler would have written it.
     forward_fd: Cell<c_int>,
@@ -178,6 +181,7 @@ impl SignalWakeup {
         let (read_fd, write_fd) = (fds[0], fds[1]);
         let state = SignalState {
             pausers: RefCell::new(Vec::new()),
+            hold_loop: Cell::new(false),
             forward_fd: Cell::new(-1),
             warn_on_full_buffer: Cell::new(true),
         };
@@ -224,16 +228,29 @@ impl SignalWakeup {
     /// Queues `w` until the next signal byte; while anyone waits, the loop stays alive.
     pub fn wait(&self, w: Rc<Waiter>) {
         self.poll.state().pausers.borrow_mut().push(w);
-        self.poll.set_ref(true);
+        self.update_ref();
     }
 
     /// Takes `w` off the queue (woken some other way).
     pub fn cancel(&self, w: &Rc<Waiter>) {
-        let mut q = self.poll.state().pausers.borrow_mut();
-        q.retain(|x| !Rc::ptr_eq(x, w));
-        if q.is_empty() {
-            self.poll.set_ref(false);
-        }
+        self.poll
+            .state()
+            .pausers
+            .borrow_mut()
+            .retain(|x| !Rc::ptr_eq(x, w));
+        self.update_ref();
+    }
+
+    /// While `hold`, the pipe keeps the loop alive (see `SignalState::hold_loop`).
+    pub fn hold_loop(&self, hold: bool) {
+        self.poll.state().hold_loop.set(hold);
+        self.update_ref();
+    }
+
+    fn update_ref(&self) {
+        let st = self.poll.state();
+        self.poll
+            .set_ref(st.hold_loop.get() || !st.pausers.borrow().is_empty());
     }
 
     /// After fork: a fresh pipe takes the old one's program fd and waiting tasklets.
@@ -241,10 +258,8 @@ impl SignalWakeup {
         let (new, old) = (self.poll.state(), old.poll.state());
         self.set_forward(old.forward_fd.get(), old.warn_on_full_buffer.get());
         let moved: Vec<_> = old.pausers.borrow_mut().drain(..).collect();
-        for w in moved {
-            new.pausers.borrow_mut().push(w);
-            self.poll.set_ref(true);
-        }
+        new.pausers.borrow_mut().extend(moved);
+        self.update_ref();
     }
 
     pub fn close(self) {
@@ -344,8 +359,10 @@ unsafe extern "C" fn on_signal(raw: *mut uv::uv_poll_t, _status: c_int, _events:
     if woken.is_empty() {
         return;
     }
-    // SAFETY: live handle; nobody waits any more.
-    unsafe { uv::uv_unref(raw as *mut uv::uv_handle_t) };
+    if !st.hold_loop.get() {
+        // SAFETY: live handle; nobody waits any more.
+        unsafe { uv::uv_unref(raw as *mut uv::uv_handle_t) };
+    }
     // SAFETY: raw is a live handle.
     let l = unsafe { (*raw).loop_ };
     let q = WaitQueue::default();

@@ -179,6 +179,7 @@ def patch_signal():
     from stacklessuv import signal as green
 
     _apply(green.patches())
+    green.route_installed_handlers()
     _patched.add("signal")
 
 

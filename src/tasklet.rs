@@ -364,6 +364,26 @@ impl Tasklet {
         }
     }
 
+    /// In a forked child, for a thread-tasklet of a thread that did not survive the fork
+    /// (only the forking thread does): it never runs again, and none of its code runs
+    /// (no TaskletExit, no finally blocks), as with CPython's threads. Its greenlet is
+    /// leaked on purpose: freeing a suspended greenlet would run it to raise GreenletExit.
+    fn _forget_after_fork(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let t = slf.get();
+        let hub = t.own_hub(py)?;
+        if t.place.get() == Place::Current || t.is_main {
+            return Err(PyRuntimeError::new_err(
+                "only another thread's tasklet can be forgotten",
+            ));
+        }
+        hub.unlink(py, slf.as_unbound());
+        std::mem::forget(t.greenlet.borrow_mut().take());
+        // Dead: wake-ups from its pending waits (timers, I/O, locks) find nobody to run.
+        t.mark_dead();
+        Ok(())
+    }
+
     /// Run this tasklet now; the caller stays runnable and runs right after it.
     fn run(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();

@@ -19,6 +19,7 @@ After ``monkey.patch_thread()`` a "thread" is a tasklet on the calling OS thread
 - Scheduling is cooperative: a thread-tasklet runs until it blocks (I/O, a lock, sleep).
 """
 
+import os
 import sys
 import weakref
 
@@ -94,7 +95,25 @@ def start_new_thread(function, args, kwargs=None):
     global _alive
     t = tasklet(_run_thread)(function, args, kwargs or {})
     _alive += 1
+    _thread_tasklets.add(t)
     return id(t)
+
+
+_thread_tasklets = weakref.WeakSet()  # live thread-tasklets, for fork
+
+
+def _forget_other_threads_after_fork():
+    """In a forked child only the forking thread lives on, as with real threads: the
+    other thread-tasklets never run again (threading marks their Threads stopped)."""
+    global _alive
+    me = getcurrent()
+    for t in list(_thread_tasklets):
+        if t is not me and t.alive:
+            t._forget_after_fork()
+            _alive -= 1
+    _thread_tasklets.clear()
+    if me._thread_data.get("started_as_thread"):
+        _thread_tasklets.add(me)
 
 
 def _count():
@@ -321,6 +340,9 @@ def patches():
         ("_threading_local", "current_thread", current_thread),
     ]
     return out
+
+
+os.register_at_fork(after_in_child=_forget_other_threads_after_fork)
 
 
 def adopt_existing_locks():

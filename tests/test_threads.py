@@ -308,6 +308,41 @@ def test_globals_are_finalized_at_exit_open_files_flushed_and_del_run(tmp_path):
     assert path.read_text() == "buffered, never closed"
 
 
+def test_after_fork_only_the_forking_thread_runs_in_the_child():
+    code = """
+        import os, threading, time
+        parent = os.getpid()
+        def chatter():
+            try:
+                for _ in range(20):
+                    time.sleep(0.01)
+                    if os.getpid() != parent:
+                        os.write(1, b"the parent's thread ran in the child\\n")
+            finally:
+                if os.getpid() != parent:
+                    os.write(1, b"its finally block ran in the child\\n")
+        t = threading.Thread(target=chatter, daemon=True)
+        t.start()
+        time.sleep(0.02)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(0.3)
+            done = threading.Event()
+            threading.Thread(target=done.set).start()  # new threads work
+            msg = f"child: {threading.active_count()} thread(s), new one ran: {done.wait(10)}\\n"
+            os.write(w, msg.encode())
+            os._exit(0)
+        t.join()
+        os.close(w)
+        print(os.read(r, 200).decode().strip())
+        print("child exit", os.waitpid(pid, 0)[1])
+        """
+    lines = run(code)[0]
+    assert lines == run(code, patched=False)[0]
+    assert lines == ["child: 1 thread(s), new one ran: True", "child exit 0"]
+
+
 def test_uncaught_exceptions_go_to_the_hooks_and_the_program_goes_on():
     lines, stderr = run(
         """

@@ -19,6 +19,7 @@ After ``monkey.patch_thread()`` a "thread" is a tasklet on the calling OS thread
 - Scheduling is cooperative: a thread-tasklet runs until it blocks (I/O, a lock, sleep).
 """
 
+import contextlib
 import os
 import sys
 import weakref
@@ -189,28 +190,29 @@ class local:
         getcurrent()._thread_data[key] = object.__getattribute__(self, "__dict__")
         return self
 
+    def __reduce_ex__(self, protocol):
+        raise TypeError(f"cannot pickle {_type_name(self)!r} object")
+
     def __getattribute__(self, name):
-        with object.__getattribute__(self, "_local__lock"):
-            _switch_dict(self)
+        with _dict_of_this_tasklet(self):
             return object.__getattribute__(self, name)
 
     def __setattr__(self, name, value):
         if name == "__dict__":
-            raise AttributeError(
-                f"{type(self).__name__!r} object attribute '__dict__' is read-only"
-            )
-        with object.__getattribute__(self, "_local__lock"):
-            _switch_dict(self)
+            raise AttributeError(f"{_type_name(self)!r} object attribute '__dict__' is read-only")
+        with _dict_of_this_tasklet(self):
             return object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
         if name == "__dict__":
-            raise AttributeError(
-                f"{type(self).__name__!r} object attribute '__dict__' is read-only"
-            )
-        with object.__getattribute__(self, "_local__lock"):
-            _switch_dict(self)
+            raise AttributeError(f"{_type_name(self)!r} object attribute '__dict__' is read-only")
+        with _dict_of_this_tasklet(self):
             return object.__delattr__(self, name)
+
+
+def _type_name(obj):
+    """As CPython's messages name it: the C type's tp_name, a subclass's __name__."""
+    return "_thread._local" if type(obj) is local else type(obj).__name__
 
 
 class _LocalKey:
@@ -224,6 +226,21 @@ class _LocalKey:
     def forget(self):
         for t in list(self.holders):
             t._thread_data.pop(self, None)
+
+
+@contextlib.contextmanager
+def _dict_of_this_tasklet(self):
+    """The current tasklet's dict is the instance dict while an attribute operation
+    runs; an empty one otherwise, so the instance never keeps a thread's data alive
+    after that thread ends."""
+    lock = object.__getattribute__(self, "_local__lock")
+    with lock:
+        _switch_dict(self)
+        try:
+            yield
+        finally:
+            if lock._recursion_count() == 1:  # not inside the subclass's __init__
+                object.__setattr__(self, "__dict__", {})
 
 
 def _switch_dict(self):

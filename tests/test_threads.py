@@ -385,6 +385,38 @@ def test_thread_local_is_per_tasklet_and_dies_with_it():
     assert lines == ["worker sees None", "worker sees None", "main [True, True]"]
 
 
+def test_thread_local_keeps_no_data_of_an_ended_thread_and_matches_cpythons_errors():
+    code = """
+        import copy, gc, threading, weakref
+        L = threading.local()
+        class Obj:
+            pass
+        def keep(o):
+            L.obj = o
+        refs = []
+        for _ in range(3):
+            o = Obj()
+            refs.append(weakref.ref(o))
+            t = threading.Thread(target=keep, args=(o,))
+            t.start()
+            t.join()
+            del o, t
+            gc.collect()
+        print([r() is None for r in refs])
+        class Sub(threading.local):
+            pass
+        for obj in (L, Sub()):
+            for call in (lambda: copy.copy(obj), lambda: setattr(obj, "__dict__", {})):
+                try:
+                    call()
+                except (TypeError, AttributeError) as e:
+                    print(type(e).__name__, e)
+        """
+    lines = run(code)[0]
+    assert lines == run(code, patched=False)[0]
+    assert lines[0] == "[True, True, True]"
+
+
 def test_plain_tasklets_get_a_dummy_thread_that_is_not_kept():
     lines, _ = run(
         """

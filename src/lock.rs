@@ -1,6 +1,9 @@
 //! Green `_thread.lock` and `_thread.RLock`: a blocked acquire parks only the calling
 //! tasklet. Waiters are served in order and a release hands the lock straight to the
 //! first one (no barging), so a tasklet that loops acquire/release cannot starve them.
+//! Until that waiter runs, the lock reports itself unlocked, as a real lock would right
+//! after release() (threading asserts this when several threads join one thread), but
+//! no one else can take it.
 //! A waiter may sit on another OS thread's hub: the release then wakes it through that
 //! hub's inbox (uv_async), as `ThreadResult` does.
 
@@ -41,6 +44,9 @@ impl Waiter {
 #[derive(Default)]
 struct State {
     locked: bool,
+    /// Handed by release() to a waiter that has not run yet: locked for everyone else,
+    /// but `locked()` says no.
+    handing_over: bool,
     waiters: VecDeque<Waiter>,
 }
 
@@ -67,7 +73,8 @@ impl Core {
     }
 
     fn is_locked(&self) -> bool {
-        self.state().locked
+        let s = self.state();
+        s.locked && !s.handing_over
     }
 
     /// `timeout` None waits for ever, Some(0.0) only tries.
@@ -93,6 +100,7 @@ impl Core {
         loop {
             let parked = hub.wait_for_thread_until(py, &me, id, deadline, other_threads_may_wake);
             if granted.load(Ordering::Acquire) {
+                self.state().handing_over = false;
                 if parked.is_err() {
                     // Interrupted (kill, KeyboardInterrupt) just as the lock arrived: pass it on.
                     self.release(py);
@@ -109,14 +117,16 @@ impl Core {
         }
     }
 
-    /// Hands the lock to the first waiter, or unlocks it. False if it was not locked.
+    /// Hands the lock to the first waiter, or unlocks it. False if it was not locked
+    /// (or is being handed over, which looks unlocked).
     pub(crate) fn release(&self, py: Python<'_>) -> bool {
         let mut s = self.state();
-        if !s.locked {
+        if !s.locked || s.handing_over {
             return false;
         }
         match s.waiters.pop_front() {
             Some(w) => {
+                s.handing_over = true;
                 drop(s);
                 w.grant(py);
             }

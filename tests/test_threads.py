@@ -94,6 +94,53 @@ def test_lock_waiters_are_served_in_order_and_timeouts_give_up():
     assert lines == ["False", "[0, 1, 2, 3, 4] False"]
 
 
+def test_several_threads_may_join_one_thread_and_the_main_thread():
+    code = """
+        import threading, time
+        worker = threading.Thread(target=time.sleep, args=(0.05,))
+        worker.start()
+        joined = []
+        def join_worker(i):
+            worker.join()
+            joined.append(i)
+        joiners = [threading.Thread(target=join_worker, args=(i,)) for i in range(3)]
+        for j in joiners:
+            j.start()
+        worker.join()
+        for j in joiners:
+            j.join()
+        print(sorted(joined))
+        def join_main():
+            threading.main_thread().join()
+            print("main ended, its joiner ran", flush=True)
+        threading.Thread(target=join_main).start()
+        """
+    lines, err = run(code)
+    assert lines == run(code, patched=False)[0]
+    assert lines == ["[0, 1, 2]", "main ended, its joiner ran"], err
+    assert "Error" not in err, err
+
+
+def test_a_released_lock_looks_unlocked_while_it_is_handed_to_a_waiter():
+    lines, _ = run(
+        """
+        import threading, time
+        lock = threading.Lock()
+        lock.acquire()
+        got = []
+        t = threading.Thread(target=lambda: got.append(lock.acquire()))
+        t.start()
+        time.sleep(0.01)  # t waits
+        lock.release()
+        # As after a real release; t, first in line, still gets it before anyone else.
+        print(lock.locked(), lock.acquire(False), got)
+        t.join()
+        print(got, lock.locked())
+        """
+    )
+    assert lines == ["False False []", "[True] True"]
+
+
 def test_rlock_is_owned_per_tasklet():
     lines, _ = run(
         """

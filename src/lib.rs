@@ -16,6 +16,7 @@ mod thread_result;
 
 use hub::Hub;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
 use tasklet::Tasklet;
 
 /// schedule(retval=None): yield to the other runnable tasklets; returns retval (or the
@@ -59,9 +60,31 @@ fn getruncount(py: Python<'_>) -> PyResult<usize> {
 }
 
 /// sleep(seconds): park the current tasklet on a libuv timer; sleep(0) is schedule().
+/// Arguments and errors are time.sleep()'s, which it replaces.
 #[pyfunction]
-fn sleep(py: Python<'_>, seconds: f64) -> PyResult<()> {
-    Hub::get(py)?.sleep(py, seconds)
+#[pyo3(signature = (*args, **kwargs))]
+fn sleep(
+    py: Python<'_>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    use pyo3::exceptions::{PyTypeError, PyValueError};
+    if kwargs.is_some_and(|k| !k.is_empty()) {
+        return Err(PyTypeError::new_err(
+            "time.sleep() takes no keyword arguments",
+        ));
+    }
+    if args.len() != 1 {
+        return Err(PyTypeError::new_err(format!(
+            "time.sleep() takes exactly one argument ({} given)",
+            args.len()
+        )));
+    }
+    let ns = sys::timeout_nanoseconds(&args.get_item(0)?, sys::Rounding::Up)?;
+    if ns < 0.0 {
+        return Err(PyValueError::new_err("sleep length must be non-negative"));
+    }
+    Hub::get(py)?.sleep(py, ns / 1e9)
 }
 
 /// wait_fd(fd, readable=True, writable=False): park the current tasklet until the raw

@@ -5,9 +5,9 @@
 //! signal handler in the middle of another `put()` or `get()` (bpo-14976).
 
 use crate::lock::Core;
-use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyTuple, PyType};
+use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,30 +62,7 @@ fn parse_get_timeout(block: bool, timeout: Option<&Bound<'_, PyAny>>) -> PyResul
     let Some(t) = timeout.filter(|t| !t.is_none()) else {
         return Ok(None);
     };
-    let nanos = if t.is_instance_of::<PyFloat>() {
-        let v: f64 = t.extract()?;
-        if v.is_nan() {
-            return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
-        }
-        let ns = (v * 1e9).ceil();
-        if !(ns >= i64::MIN as f64 && ns < i64::MAX as f64) {
-            return Err(PyOverflowError::new_err(
-                "timestamp out of range for platform time_t",
-            ));
-        }
-        ns
-    } else {
-        let too_large =
-            || PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t");
-        let secs = t.extract::<i64>().map_err(|e| {
-            if e.is_instance_of::<PyOverflowError>(t.py()) {
-                too_large()
-            } else {
-                e
-            }
-        })?;
-        secs.checked_mul(1_000_000_000).ok_or_else(too_large)? as f64
-    };
+    let nanos = crate::sys::timeout_nanoseconds(t, crate::sys::Rounding::Ceiling)?;
     if nanos < 0.0 {
         return Err(PyValueError::new_err(
             "'timeout' must be a non-negative number",

@@ -231,3 +231,47 @@ pub fn poll_now(fds: &mut [libc::pollfd]) -> Result<(), c_int> {
         Ok(())
     }
 }
+
+/// How CPython rounds a timeout to nanoseconds (`_PyTime_round_t`).
+#[derive(Clone, Copy)]
+pub enum Rounding {
+    /// Towards +infinity (`_PyTime_ROUND_CEILING`).
+    Ceiling,
+    /// Away from zero (`_PyTime_ROUND_TIMEOUT`, what time.sleep uses).
+    Up,
+}
+
+/// A timeout object in seconds as CPython's `_PyTime_FromSecondsObject` reads it: a
+/// float, or an int (through `__index__`), to whole nanoseconds. Same errors for NaN,
+/// overflow and other types. The sign is the caller's to check.
+pub fn timeout_nanoseconds(obj: &Bound<'_, PyAny>, rounding: Rounding) -> PyResult<f64> {
+    use pyo3::exceptions::{PyOverflowError, PyValueError};
+    use pyo3::types::PyFloat;
+    if obj.is_instance_of::<PyFloat>() {
+        let v: f64 = obj.extract()?;
+        if v.is_nan() {
+            return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
+        }
+        let ns = v * 1e9;
+        let ns = match rounding {
+            Rounding::Ceiling => ns.ceil(),
+            Rounding::Up if ns >= 0.0 => ns.ceil(),
+            Rounding::Up => ns.floor(),
+        };
+        if !(ns >= i64::MIN as f64 && ns < i64::MAX as f64) {
+            return Err(PyOverflowError::new_err(
+                "timestamp out of range for platform time_t",
+            ));
+        }
+        return Ok(ns);
+    }
+    let too_large = || PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t");
+    let secs = obj.extract::<i64>().map_err(|e| {
+        if e.is_instance_of::<PyOverflowError>(obj.py()) {
+            too_large()
+        } else {
+            e
+        }
+    })?;
+    Ok(secs.checked_mul(1_000_000_000).ok_or_else(too_large)? as f64)
+}

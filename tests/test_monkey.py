@@ -82,3 +82,23 @@ def test_python_m_stacklessuv_runs_a_module(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "stacklessuv._uv"
     assert "'x'" in out.stdout
+
+
+def test_green_time_sleep_takes_and_refuses_what_cpythons_does():
+    code = """
+        import decimal, fractions, time
+        cases = [(10**20,), (1e300,), (-1,), (float("nan"),), ("1",), (fractions.Fraction(1, 2),),
+                 (decimal.Decimal("0.1"),), (9223372036.9,), (True,), (-1e-10,), (-0.0,),
+                 (0,), (0.001,), (), (1, 2)]
+        for args in cases:
+            try:
+                print(time.sleep(*args))
+            except (TypeError, ValueError, OverflowError) as e:
+                print(type(e).__name__, e)
+        try:
+            time.sleep(secs=1)
+        except TypeError as e:
+            print(e)
+        """
+    patched = run("from stacklessuv import monkey; monkey.patch_all()\n" + textwrap.dedent(code))
+    assert patched == run(code)

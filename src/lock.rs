@@ -194,9 +194,12 @@ fn parse_acquire_args(
 /// tasklet's address, which is unique while it lives.
 pub(crate) fn current_ident(py: Python<'_>) -> PyResult<u64> {
     if let Some(hub) = Hub::existing() {
-        let t = hub.current_tasklet(py)?;
-        if !t.get().is_main {
-            return Ok(t.as_ptr() as u64);
+        // No tasklet in the hub greenlet, nor once greenlet is being finalized (logging's
+        // weakref callbacks take its RLock at exit): there, the OS thread's ident.
+        if let Ok(t) = hub.current_tasklet(py) {
+            if !t.get().is_main {
+                return Ok(t.as_ptr() as u64);
+            }
         }
     }
     // SAFETY: PyThread_get_thread_ident has no preconditions.

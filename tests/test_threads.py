@@ -390,6 +390,34 @@ def test_after_fork_only_the_forking_thread_runs_in_the_child():
     assert lines == ["child: 1 thread(s), new one ran: True", "child exit 0"]
 
 
+def test_logging_from_threads_through_a_queue_listener_and_a_clean_exit(tmp_path):
+    lines, err = run(
+        f"""
+        import logging, logging.handlers, queue, threading
+        q = queue.Queue()
+        handler = logging.FileHandler({str(tmp_path / "log")!r})
+        listener = logging.handlers.QueueListener(q, handler)
+        listener.start()
+        log = logging.getLogger("t")
+        log.addHandler(logging.handlers.QueueHandler(q))
+        log.propagate = False
+        def work(i):
+            for j in range(50):
+                log.warning("%d %d", i, j)
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        listener.stop()
+        handler.close()
+        print(len(set(open({str(tmp_path / "log")!r}).read().splitlines())))
+        """
+    )
+    assert lines == ["500"]
+    assert err == ""  # logging's handler weakrefs die at exit without errors
+
+
 def test_uncaught_exceptions_go_to_the_hooks_and_the_program_goes_on():
     lines, stderr = run(
         """

@@ -365,7 +365,7 @@ impl Hub {
     }
 
     /// An exception that escaped a tasklet is raised in the main tasklet, which runs next.
-    fn raise_in_main(&self, py: Python<'_>, err: PyErr) {
+    pub(crate) fn raise_in_main(&self, py: Python<'_>, err: PyErr) {
         let main = self.main.clone_ref(py);
         self.interrupt(py, &main, err, true);
     }

@@ -180,6 +180,7 @@ fn _uv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(signals::set_signal_forward, m)?)?;
     m.add_function(wrap_pyfunction!(signals::pause_for_signal, m)?)?;
     m.add_function(wrap_pyfunction!(signals::signalfd, m)?)?;
+    m.add_class::<signals::RoutedHandler>()?;
     m.add_function(wrap_pyfunction!(greenlet::_switch_bench, m)?)?;
     Ok(())
 }

@@ -50,3 +50,43 @@ pub fn signalfd(signals: Vec<c_int>) -> PyResult<c_int> {
     }
     Ok(fd)
 }
+
+/// A program's signal handler as stacklessuv.signal installs it: what the handler
+/// raises in a tasklet other than the main one goes to the main tasklet, where
+/// CPython's main thread would get it. In Rust so that it adds no frame to tracebacks.
+#[pyclass(module = "stacklessuv._uv", frozen)]
+pub struct RoutedHandler {
+    handler: Py<PyAny>,
+}
+
+#[pymethods]
+impl RoutedHandler {
+    #[new]
+    fn new(handler: Py<PyAny>) -> Self {
+        RoutedHandler { handler }
+    }
+
+    /// The program's handler (what signal.getsignal() reports, and what the hub checks).
+    #[getter]
+    fn _stacklessuv_handler(&self, py: Python<'_>) -> Py<PyAny> {
+        self.handler.clone_ref(py)
+    }
+
+    fn __call__(&self, py: Python<'_>, signum: Py<PyAny>, frame: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        let err = match self.handler.call1(py, (signum, frame)) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let Some(hub) = Hub::existing() else {
+            return Err(err);
+        };
+        match hub.current_tasklet(py) {
+            Ok(me) if !me.get().is_main => {
+                hub.raise_in_main(py, err);
+                Ok(py.None())
+            }
+            // The main tasklet; or the hub greenlet, which sends errors to main itself.
+            _ => Err(err),
+        }
+    }
+}

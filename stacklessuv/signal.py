@@ -47,6 +47,7 @@ import sys as _sys
 import time as _time
 
 from stacklessuv._uv import (
+    RoutedHandler,
     getcurrent,
     getmain,
     pause_for_signal,
@@ -96,17 +97,7 @@ def _not_from_a_thread(name):
 
 def _routed(handler):
     """The program's handler, wrapped so that what it raises reaches the main tasklet."""
-
-    def run_handler(signum, frame):
-        if _in_main_tasklet():
-            return handler(signum, frame)
-        try:
-            return handler(signum, frame)
-        except BaseException as exc:  # noqa: B036  (KeyboardInterrupt, SystemExit too)
-            getmain().throw(exc, pending=True)
-
-    run_handler._stacklessuv_handler = handler  # read by getsignal and by the hub
-    return run_handler
+    return RoutedHandler(handler)
 
 
 def _unwrapped(handler):

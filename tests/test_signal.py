@@ -529,3 +529,20 @@ def test_a_keyboard_interrupt_a_thread_raises_itself_stays_in_that_thread():
     lines, err = run(code)
     assert lines == run(code, patched=False)[0] == ["main went on"]
     assert "Exception in thread" in err and "KeyboardInterrupt: from the worker" in err
+
+
+def test_ctrl_c_traceback_shows_only_the_programs_frames():
+    code = """
+        import os, signal, time
+        def f():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        f()
+        """
+    outcomes = []
+    for src in (PATCH + textwrap.dedent(code), textwrap.dedent(code)):
+        cmd = [sys.executable, "-c", src]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        outcomes.append((out.returncode, out.stderr))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][1].endswith("KeyboardInterrupt\n")

@@ -540,7 +540,8 @@ def test_ctrl_c_traceback_shows_only_the_programs_frames():
         f()
         """
     outcomes = []
-    for src in (PATCH + textwrap.dedent(code), textwrap.dedent(code)):
+    # The same line numbers in both: a blank line where the patch line is.
+    for src in (PATCH + textwrap.dedent(code), "\n" + textwrap.dedent(code)):
         cmd = [sys.executable, "-c", src]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         outcomes.append((out.returncode, out.stderr))

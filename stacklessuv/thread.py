@@ -17,6 +17,15 @@ After ``monkey.patch_thread()`` a "thread" is a tasklet on the calling OS thread
 - ``threading.local`` keeps one dict per tasklet (``local`` below); as with CPython's
   C version, a thread's data goes when the thread-tasklet ends.
 - Scheduling is cooperative: a thread-tasklet runs until it blocks (I/O, a lock, sleep).
+  One that spins (``while not lock.acquire(False): pass``) or computes without
+  blocking starves the others; ``time.sleep(0)`` in the loop lets them run.
+- A lock released to a waiter is handed to it (no barging, so a tasklet that loops
+  acquire/release cannot starve the others); until the waiter runs, ``locked()`` is
+  False, as right after a real release, but nobody else can take it.
+- After ``os.fork()`` only the forking thread-tasklet's thread goes on in the child, as
+  with real threads; the others never run again (plain tasklets do go on).
+- Per-OS-thread state is shared by its thread-tasklets: ``sys.settrace``/``setprofile``
+  set in one apply to all, and ``sys._current_frames()`` lists OS threads only.
 """
 
 import contextlib
